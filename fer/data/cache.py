@@ -1,0 +1,61 @@
+"""A parsed FER2013 kept in the user's cache dir (never the repo): a second run loads in well under
+a second instead of re-parsing ~300 MB of text. Keyed on the source's path, size and mtime."""
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fer.data.reader import FerData, read_fer2013
+
+log = logging.getLogger(__name__)
+FORMAT = 1  # bump when the reader's output changes
+
+
+def cache_dir() -> Path:
+    if os.environ.get("FER_CACHE_DIR"):
+        return Path(os.environ["FER_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fer"
+
+
+def _fingerprint(path: Path) -> str:
+    if path.is_dir():  # a folder of images: its file count and newest change
+        stats = [e.stat() for e in path.rglob("*") if e.is_file()]
+        size, mtime = len(stats), max((s.st_mtime_ns for s in stats), default=0)
+    else:
+        st = path.stat()
+        size, mtime = st.st_size, st.st_mtime_ns
+    return f"{path.resolve()}|{size}|{mtime}"
+
+
+def load_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0, use_cache: bool = True) -> FerData:
+    """read_fer2013 with a cache in front of it."""
+    path = Path(path).expanduser()
+    if not use_cache or not path.exists():
+        return read_fer2013(path, on_bad_row, val_fraction, seed)
+    key = hashlib.sha1(f"{FORMAT}|{_fingerprint(path)}|{on_bad_row}|{val_fraction}|{seed}".encode()).hexdigest()[:16]
+    file = cache_dir() / f"fer2013-{key}.npz"
+    if file.exists():
+        try:
+            with np.load(file) as z:
+                data = FerData(z["images"], z["labels"], z["splits"], int(z["skipped"]))
+            if data.skipped:
+                log.warning("skipped %d bad rows in %s (cached)", data.skipped, path)
+            return data
+        except (OSError, ValueError, KeyError):
+            log.warning("cache file %s is unreadable; parsing %s again", file, path)
+    t0 = time.perf_counter()
+    log.info("parsing %s (once; later runs load it from %s)", path, cache_dir())
+    data = read_fer2013(path, on_bad_row, val_fraction, seed)
+    log.info("parsed %d faces in %.1f s", len(data.labels), time.perf_counter() - t0)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, images=data.images, labels=data.labels, splits=data.splits, skipped=data.skipped)
+        os.replace(tmp, file)  # atomic: a parallel run never sees half a file
+    except OSError as e:
+        log.warning("could not write the cache %s (%s); the next run parses again", file, e)
+    return data

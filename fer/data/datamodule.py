@@ -1,0 +1,126 @@
+"""FER2013 as a LightningDataModule: the whole set in memory as uint8 tensors, normalisation
+statistics from the training split, augmentation applied to whole batches after transfer."""
+
+import logging
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from fer.data.augment import BatchAugment
+from fer.data.cache import load_fer2013
+from fer.errors import FerError
+from fer.labels import EMOTIONS, NUM_CLASSES
+from fer.preprocess import normalize, to_network_input
+
+log = logging.getLogger(__name__)
+SPLIT_NAMES = {"train": "Training", "val": "PublicTest (validation)", "test": "PrivateTest (test)"}
+
+
+class Faces(torch.utils.data.Dataset):
+    """uint8 faces and labels held in memory; batches are fetched with one index op."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels  # (N, 48, 48) uint8, (N,) int64
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices):  # DataLoader asks for a whole batch at once
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.labels[idx]
+
+
+def _keep_batch(batch):  # __getitems__ already returns the stacked batch
+    return batch
+
+
+class FER2013DataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        path: str,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        input_size: int = 48,
+        augment: BatchAugment | None = None,
+        balanced_sampling: bool = False,
+        on_bad_row: str = "error",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        use_cache: bool = True,
+    ):
+        super().__init__()
+        self.path, self.batch_size, self.eval_batch_size = path, batch_size, eval_batch_size
+        self.input_size, self.augment, self.balanced_sampling = input_size, augment, balanced_sampling
+        self.on_bad_row, self.val_fraction, self.seed, self.use_cache = on_bad_row, val_fraction, seed, use_cache
+        self.class_names = list(EMOTIONS)
+        self.splits: dict[str, Faces] = {}
+        self.mean, self.std = 0.5, 0.25  # replaced by the training split's statistics in setup()
+        self._pinned = False
+
+    def pin_preprocessing(self, mean: float, std: float, input_size: int):
+        """Evaluate a trained model: use its stored statistics and input size, not this data's."""
+        self.mean, self.std, self.input_size, self._pinned = mean, std, input_size, True
+
+    def prepare_data(self):
+        # Fail before any model or trainer is built when the data is not there.
+        from pathlib import Path
+
+        from fer.data.reader import HOW_TO_GET
+
+        path = Path(self.path).expanduser()
+        if not path.exists():
+            raise FerError(f"FER2013 not found at {path} (absolute: {path.absolute()}). {HOW_TO_GET}")
+
+    def setup(self, stage: str | None = None):
+        if self.splits:
+            return
+        data = load_fer2013(self.path, self.on_bad_row, self.val_fraction, self.seed, self.use_cache)
+        for name in ("train", "val", "test"):
+            images, labels = data.split(name)
+            self.splits[name] = Faces(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+        for name in needed:
+            if len(self.splits[name]) == 0:
+                raise FerError(f"{self.path}: the {SPLIT_NAMES[name]} split is empty; FER2013 needs Training, PublicTest and PrivateTest rows")
+        train = self.splits["train"].images
+        if len(train) and not self._pinned:
+            pixels = train.float() / 255.0
+            self.mean, self.std = float(pixels.mean()), float(pixels.std())
+        log.info("FER2013: %s train / %s val / %s test faces; pixel mean %.4f std %.4f",
+                 *(len(self.splits[n]) for n in ("train", "val", "test")), self.mean, self.std)
+
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.splits["train"].labels, minlength=NUM_CLASSES)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool, sampler=None, drop_last: bool = False):
+        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                          drop_last=drop_last, collate_fn=_keep_batch, num_workers=0)
+
+    def train_dataloader(self):
+        sampler = None
+        if self.balanced_sampling:
+            # Each class drawn equally often: weight every face by 1 / its class's count.
+            labels = self.splits["train"].labels
+            weights = (1.0 / self.class_counts().clamp(min=1).double())[labels]
+            sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
+        return self._loader("train", self.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self):
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # uint8 (B, 48, 48) travels to the device; normalising and augmenting happen there.
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training and self.augment is not None:
+            x = self.augment(normalize(images, self.mean, self.std), self.input_size)
+        else:
+            x = to_network_input(images, self.mean, self.std, self.input_size)
+        return x, labels

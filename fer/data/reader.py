@@ -1,0 +1,237 @@
+"""FER2013 in the forms users get it -> uint8 images, labels and a split id per row.
+
+Supported: `fer2013.csv`, `fer2013.csv.gz`, the challenge archive `fer2013.tar.gz` (a csv inside),
+and the per-image folder layout `train/<class>/*.jpg`, `test/<class>/*.jpg`.
+"""
+
+import csv
+import gzip
+import io
+import logging
+import tarfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fer.errors import FerError
+from fer.labels import EMOTIONS, NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+USAGE_TO_SPLIT = {"Training": 0, "PublicTest": 1, "PrivateTest": 2}
+PIXELS = 48 * 48
+HOW_TO_GET = (
+    "FER2013 comes from the Kaggle challenge 'Challenges in Representation Learning: Facial Expression "
+    "Recognition' (fer2013.csv or fer2013.tar.gz); put it at data/fer2013.csv, or point data.path= "
+    "(or the FER2013_PATH environment variable) at your copy. See data/README.md."
+)
+
+
+@dataclass
+class FerData:
+    images: np.ndarray  # (N, 48, 48) uint8
+    labels: np.ndarray  # (N,) int64, index into EMOTIONS
+    splits: np.ndarray  # (N,) int8: 0 train, 1 val (PublicTest), 2 test (PrivateTest)
+    skipped: int = 0  # bad rows skipped with on_bad_row=skip
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        mask = self.splits == SPLITS.index(name)
+        return self.images[mask], self.labels[mask]
+
+
+class _BadRows:
+    """Collects bad rows: raises at the first one (on_bad_row=error) or counts them (skip)."""
+
+    def __init__(self, source: Path, on_bad_row: str):
+        if on_bad_row not in ("error", "skip"):
+            raise FerError(f"data.on_bad_row must be 'error' or 'skip', not {on_bad_row!r}")
+        self.source, self.skip, self.count, self.first = source, on_bad_row == "skip", 0, None
+
+    def __call__(self, where: str, problem: str):
+        if not self.skip:
+            raise FerError(f"{self.source}: {where}: {problem} (data.on_bad_row=skip skips bad rows)")
+        self.count += 1
+        self.first = self.first or f"{where}: {problem}"
+
+    def report(self):
+        if self.count:
+            log.warning("skipped %d bad rows in %s (first: %s)", self.count, self.source, self.first)
+
+
+def read_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0) -> FerData:
+    """Read FER2013 from a csv / csv.gz / tar.gz file or an image-folder tree."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FerError(f"FER2013 not found at {path} (absolute: {path.absolute()}). {HOW_TO_GET}")
+    bad = _BadRows(path, on_bad_row)
+    if path.is_dir():
+        data = _read_folders(path, bad, val_fraction, seed)
+    else:
+        name = path.name.lower()
+        if name.endswith((".tar.gz", ".tgz", ".tar")):
+            data = _read_tar(path, bad)
+        elif name.endswith(".gz"):
+            data = _read_csv_stream(lambda: gzip.open(path, "rt", newline="", encoding="ascii", errors="replace"), bad)
+        elif name.endswith(".csv"):
+            data = _read_csv_stream(lambda: open(path, newline="", encoding="ascii", errors="replace"), bad)
+        else:
+            raise FerError(f"{path}: unsupported data file; expected .csv, .csv.gz, .tar.gz or an image folder")
+    bad.report()
+    data.skipped = bad.count
+    return data
+
+
+def _read_tar(path: Path, bad: _BadRows) -> FerData:
+    try:
+        tar = tarfile.open(path)
+        member = next((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".csv") and "fer2013" in m.name), None)
+        member = member or next((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".csv")), None)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise FerError(f"{path}: not a readable tar archive ({e})") from None
+    if member is None:
+        raise FerError(f"{path}: the archive holds no .csv file (expected fer2013/fer2013.csv)")
+    return _read_csv_stream(lambda: io.TextIOWrapper(tar.extractfile(member), encoding="ascii", errors="replace", newline=""), bad)
+
+
+def _read_csv_stream(open_text, bad: _BadRows) -> FerData:
+    labels, splits, pixels = [], [], []
+    line = 1
+    try:
+        with open_text() as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            try:
+                i_label, i_pixels, i_usage = (header.index(c) for c in ("emotion", "pixels", "Usage"))
+            except ValueError:
+                raise FerError(f"{bad.source}: header is {header}, expected the columns emotion,pixels,Usage") from None
+            for line, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    bad(f"line {line}", f"{len(row)} columns, expected {len(header)}")
+                    continue
+                label, usage, pix = row[i_label].strip(), row[i_usage].strip(), row[i_pixels].strip()
+                if not label.isdigit() or int(label) >= NUM_CLASSES:
+                    bad(f"line {line}", f"label {label!r} is not one of 0..{NUM_CLASSES - 1}")
+                    continue
+                if usage not in USAGE_TO_SPLIT:
+                    bad(f"line {line}", f"Usage {usage!r} is not one of {', '.join(USAGE_TO_SPLIT)}")
+                    continue
+                if pix.count(" ") != PIXELS - 1:  # the cheap test; _check_pixels names the exact problem
+                    problem = _pixel_problem(pix)
+                    if problem:
+                        bad(f"line {line}", problem)
+                        continue
+                    pix = " ".join(pix.split())
+                labels.append(int(label))
+                splits.append(USAGE_TO_SPLIT[usage])
+                pixels.append((line, pix))
+    except (EOFError, gzip.BadGzipFile, OSError, csv.Error) as e:
+        # A truncated or corrupt file: with skip, keep what was read before the damage.
+        if not bad.skip or isinstance(e, gzip.BadGzipFile):
+            raise FerError(f"{bad.source}: file is truncated or corrupt after line {line} ({e})") from None
+        bad(f"after line {line}", f"file truncated or corrupt ({e}); the rest is skipped")
+        if pixels:  # the last row read may be cut short
+            labels.pop(), splits.pop(), pixels.pop()
+
+    images = _parse_pixels(pixels, bad)
+    keep = images[1]
+    return FerData(
+        images=images[0],
+        labels=np.asarray(labels, dtype=np.int64)[keep],
+        splits=np.asarray(splits, dtype=np.int8)[keep],
+    )
+
+
+def _pixel_problem(pix: str) -> str | None:
+    tokens = pix.split()
+    if len(tokens) != PIXELS:
+        return f"{len(tokens)} pixel values, expected {PIXELS}"
+    for t in tokens:
+        if not t.isdigit() or int(t) > 255:
+            return f"pixel value {t!r} is not an integer in 0..255"
+    return None
+
+
+def _parse_pixels(pixels: list[tuple[int, str]], bad: _BadRows) -> tuple[np.ndarray, np.ndarray]:
+    # One join and one C-level parse for the whole file (~3 s for FER2013); only when that finds a
+    # problem do we go row by row to name it.
+    keep = np.ones(len(pixels), dtype=bool)
+    if not pixels:
+        return np.zeros((0, 48, 48), np.uint8), keep
+    text = " ".join(p for _, p in pixels)
+    if text.encode("ascii", "replace").translate(None, b"0123456789 "):
+        return _parse_rows_one_by_one(pixels, bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        values = np.fromstring(text, dtype=np.int32, sep=" ")
+    if values.size != len(pixels) * PIXELS or values.max(initial=0) > 255:
+        return _parse_rows_one_by_one(pixels, bad)
+    return values.astype(np.uint8).reshape(-1, 48, 48), keep
+
+
+def _parse_rows_one_by_one(pixels, bad: _BadRows) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.ones(len(pixels), dtype=bool)
+    images = np.zeros((len(pixels), 48, 48), np.uint8)
+    for i, (line, pix) in enumerate(pixels):
+        problem = _pixel_problem(pix)
+        if problem:
+            bad(f"line {line}", problem)
+            keep[i] = False
+        else:
+            images[i] = np.asarray(pix.split(), dtype=np.uint8).reshape(48, 48)
+    return images[keep], keep
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+PREFIX_TO_SPLIT = {"training_": 0, "publictest_": 1, "privatetest_": 2}
+
+
+def _read_folders(root: Path, bad: _BadRows, val_fraction: float, seed: int) -> FerData:
+    import cv2
+
+    class_index = {name.lower(): i for i, name in enumerate(EMOTIONS)}
+    tops = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
+    if "train" not in tops:
+        raise FerError(f"{root}: expected a train/<class>/ folder (and test/<class>/) of FER2013 images")
+    images, labels, splits, prefixed = [], [], [], False
+    for top_name, default_split in (("train", 0), ("test", 2)):
+        top = tops.get(top_name)
+        if top is None:
+            continue
+        for class_dir in sorted(d for d in top.iterdir() if d.is_dir()):
+            label = class_index.get(class_dir.name.lower())
+            if label is None:
+                raise FerError(f"{class_dir}: unknown class folder; expected one of {', '.join(n.lower() for n in EMOTIONS)}")
+            for f in sorted(class_dir.iterdir()):
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+                if img is None:
+                    bad(str(f.relative_to(root)), "not a readable image")
+                    continue
+                if img.shape != (48, 48):
+                    img = cv2.resize(img, (48, 48), interpolation=cv2.INTER_AREA)
+                prefix = next((p for p in PREFIX_TO_SPLIT if f.name.lower().startswith(p)), None)
+                prefixed |= prefix is not None
+                images.append(img)
+                labels.append(label)
+                splits.append(PREFIX_TO_SPLIT[prefix] if prefix else default_split)
+    labels_a = np.asarray(labels, dtype=np.int64)
+    splits_a = np.asarray(splits, dtype=np.int8)
+    if not prefixed:
+        splits_a = _carve_validation(labels_a, splits_a, val_fraction, seed)
+    images_a = np.stack(images) if images else np.zeros((0, 48, 48), np.uint8)
+    return FerData(images_a, labels_a, splits_a)
+
+
+def _carve_validation(labels: np.ndarray, splits: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A fixed, seeded, stratified validation split taken out of train (when file names don't say)."""
+    splits = splits.copy()
+    rng = np.random.default_rng(seed)
+    for c in range(NUM_CLASSES):
+        idx = np.flatnonzero((labels == c) & (splits == 0))
+        n_val = int(round(fraction * idx.size))
+        splits[rng.permutation(idx)[:n_val]] = 1
+    return splits

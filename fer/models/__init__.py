@@ -1,0 +1,23 @@
+"""Network architectures, built from a plain spec so a checkpoint can rebuild its model without
+Hydra and without importing anything named in the file (a registry, not arbitrary imports)."""
+
+from torch import nn
+
+from fer.errors import FerError
+from fer.models.baseline import BaselineCNN
+from fer.models.regularized import RegularizedCNN
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "baseline": BaselineCNN,
+    "regularized": RegularizedCNN,
+}
+
+
+def build_net(arch: str, **kwargs) -> nn.Module:
+    """build_net("regularized", dropout=0.3, input_size=44) -> RegularizedCNN"""
+    if arch not in ARCHITECTURES:
+        raise FerError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    try:
+        return ARCHITECTURES[arch](**kwargs)
+    except (TypeError, ValueError) as e:
+        raise FerError(f"cannot build {arch!r} from {kwargs}: {e}") from None

@@ -1,0 +1,221 @@
+"""The LightningModule: loss, optimisation, metrics and logging around a plain network from fer.models."""
+
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score, MulticlassRecall
+
+from fer.checkpoint import FORMAT, read_checkpoint
+from fer.errors import FerError
+from fer.labels import EMOTIONS
+from fer.models import build_net
+from fer.plots import confusion_figure
+
+
+def _stage_metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection({
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        "recall": MulticlassRecall(num_classes, average=None),
+        "confmat": MulticlassConfusionMatrix(num_classes),
+    })
+
+
+class EmotionClassifier(L.LightningModule):
+    def __init__(
+        self,
+        net: Mapping,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+        input_size: int = 48,
+        dropout: float | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: str | Sequence[float] | None = None,
+        channels_last: bool = False,
+        class_names: Sequence[str] = EMOTIONS,
+        preprocess: Mapping | None = None,
+    ):
+        super().__init__()
+        # `net` is a plain spec such as {"arch": "regularized", "widths": [...]}; `dropout` is kept
+        # beside it as the one knob sweeps turn (model.dropout=0.2,0.35,0.5).
+        spec = {**net, "input_size": input_size, "num_classes": len(class_names)}
+        if dropout is not None:
+            spec["dropout"] = dropout
+        self.net_spec = spec
+        self.net = build_net(**spec)
+        self.optimizer_factory, self.scheduler_factory, self.scheduler_interval = optimizer, scheduler, scheduler_interval
+        self.input_size, self.label_smoothing, self.class_weights = input_size, label_smoothing, class_weights
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.class_names = list(class_names)
+        self.preprocess = dict(preprocess or {})
+        # Stored in every checkpoint: the training split's statistics and the loss weights.
+        self.register_buffer("pixel_mean", torch.tensor(0.5))
+        self.register_buffer("pixel_std", torch.tensor(0.25))
+        self.register_buffer("class_weight", torch.ones(len(class_names)))
+
+        n = len(class_names)
+        self.train_metrics = MetricCollection({"acc": MulticlassAccuracy(n, average="micro")})
+        self.val_metrics, self.test_metrics = _stage_metrics(n), _stage_metrics(n)
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.history: list[dict] = []  # one row per epoch; kept in checkpoints so resumed runs plot whole curves
+        self.test_results: dict = {}
+
+    # --- building from a checkpoint -------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path) -> "EmotionClassifier":
+        ckpt = read_checkpoint(path)
+        meta = ckpt["fer"]
+        spec = dict(meta["net"])
+        arch = {k: v for k, v in spec.items() if k not in ("input_size", "num_classes")}
+        model = cls(net=arch, input_size=spec["input_size"], class_names=meta["class_names"], preprocess=meta.get("preprocess"))
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        if any(k.startswith("net.") for k in missing + unexpected):
+            raise FerError(f"{path}: weights do not fit the stored architecture {spec.get('arch')!r}")
+        model.history = list(meta.get("history", []))
+        return model
+
+    def fer_meta(self) -> dict:
+        return {
+            "format": FORMAT,
+            "net": self.net_spec,
+            "class_names": self.class_names,
+            "mean": float(self.pixel_mean),
+            "std": float(self.pixel_std),
+            "input_size": self.input_size,
+            "preprocess": self.preprocess,
+            "history": self.history,
+        }
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["fer"] = self.fer_meta()
+
+    def on_load_checkpoint(self, checkpoint):
+        meta = checkpoint.get("fer", {})
+        if meta.get("net") != self.net_spec:
+            raise FerError(f"the checkpoint holds a different network ({meta.get('net')}) than the config ({self.net_spec})")
+        self.history = list(meta.get("history", []))
+
+    # --- setup ----------------------------------------------------------------------------------
+    def setup(self, stage: str):
+        dm = getattr(self.trainer, "datamodule", None)
+        if stage != "fit" or dm is None:
+            return
+        self.pixel_mean.fill_(dm.mean)
+        self.pixel_std.fill_(dm.std)
+        if self.class_weights == "balanced":  # n / (k * n_c): each class weighs as much in the loss
+            counts = dm.class_counts().float().clamp(min=1)
+            self.class_weight.copy_(counts.sum() / (len(counts) * counts))
+        elif self.class_weights is not None:
+            self.class_weight.copy_(torch.as_tensor(list(self.class_weights), dtype=torch.float))
+
+    # --- steps ----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)  # (B, 7) logits
+
+    def _loss(self, logits, y):
+        weight = self.class_weight if self.class_weights is not None else None
+        return F.cross_entropy(logits, y, weight=weight, label_smoothing=self.label_smoothing)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = self._loss(logits, y)
+        if not torch.isfinite(loss):
+            raise FerError(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "lower the learning rate (model.optimizer.lr=...) or check the data"
+            )
+        self.train_loss.update(loss.detach(), weight=len(y))
+        self.train_metrics.update(logits.detach(), y)
+        self.log("train/loss_step", loss.detach(), prog_bar=True, logger=False)
+        return loss
+
+    def _eval_step(self, batch, loss_metric, metrics):
+        x, y = batch
+        logits = self(x)
+        loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
+        metrics.update(logits, y)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, self.val_loss, self.val_metrics)
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, self.test_loss, self.test_metrics)
+
+    # --- epoch ends: compute once, log scalars, draw the confusion matrix -------------------------
+    def _finish(self, stage: str, loss_metric, metrics) -> dict:
+        values = metrics.compute()
+        result = {
+            f"{stage}/loss": float(loss_metric.compute()),
+            f"{stage}/acc": float(values["acc"]),
+            f"{stage}/f1_macro": float(values["f1_macro"]),
+        }
+        recall = values["recall"].tolist()
+        per_class = {f"{stage}/recall/{c}": r for c, r in zip(self.class_names, recall)}
+        confmat = values["confmat"].long().tolist()
+        metrics.reset()
+        loss_metric.reset()
+        self.log_dict({**result, **per_class}, sync_dist=False)  # already synced by torchmetrics
+        return {**result, "recall": dict(zip(self.class_names, recall)), "confmat": confmat}
+
+    def _log_confusion(self, tag: str, confmat):
+        experiment = getattr(self.logger, "experiment", None)
+        if self.trainer.is_global_zero and hasattr(experiment, "add_figure"):
+            fig = confusion_figure(confmat, self.class_names, f"{tag} (epoch {self.current_epoch + 1})")
+            experiment.add_figure(tag, fig, global_step=self.current_epoch, close=True)
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            self.val_metrics.reset()
+            self.val_loss.reset()
+            return
+        val = self._finish("val", self.val_loss, self.val_metrics)
+        self._log_confusion("val/confusion_matrix", val["confmat"])
+        if self.trainer.state.fn == "fit":
+            # Close the epoch here, not in on_train_epoch_end: checkpoints are written right after
+            # validation, and the history they carry must include this epoch.
+            self._close_epoch(val)
+
+    def on_train_epoch_end(self):
+        if not self.history or self.history[-1]["epoch"] != self.current_epoch:  # no validation this epoch
+            self._close_epoch({})
+
+    def _close_epoch(self, val: dict):
+        train_acc = float(self.train_metrics.compute()["acc"])
+        train_loss = float(self.train_loss.compute())
+        self.train_metrics.reset()
+        self.train_loss.reset()
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else math.nan
+        self.log_dict({"train/loss": train_loss, "train/acc": train_acc, "train/lr": lr})
+        row = {"epoch": self.current_epoch, "train/loss": train_loss, "train/acc": train_acc, "lr": lr}
+        row.update({k: v for k, v in val.items() if k.startswith("val/")})
+        self.history.append(row)
+
+    def on_test_epoch_end(self):
+        self.test_results = self._finish("test", self.test_loss, self.test_metrics)
+        self._log_confusion("test/confusion_matrix", self.test_results["confmat"])
+
+    # --- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise FerError("no optimizer configured (model.optimizer)")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        # Schedules that need the run's length (OneCycleLR, CosineAnnealingLR) get it from the trainer.
+        accepts = inspect.signature(self.scheduler_factory).parameters
+        given = getattr(self.scheduler_factory, "keywords", {})
+        steps = int(self.trainer.estimated_stepping_batches) if self.scheduler_interval == "step" else self.trainer.max_epochs
+        kwargs = {k: steps for k in ("total_steps", "T_max") if k in accepts and k not in given}
+        scheduler = self.scheduler_factory(optimizer, **kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": "val/acc"}}

@@ -1,0 +1,52 @@
+"""The paper's figures: accuracy/loss against epoch (figs 4, 6) and confusion matrices (figs 5, 7)."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # files and TensorBoard only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+def confusion_figure(counts, class_names, title: str = "Confusion matrix"):
+    """Row-normalised (per true class) confusion matrix with counts in each cell."""
+    counts = np.asarray(counts, dtype=np.int64)
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    n = len(class_names)
+    ax.set(xticks=range(n), yticks=range(n), xticklabels=class_names, yticklabels=class_names,
+           xlabel="predicted", ylabel="true", title=title)
+    plt.setp(ax.get_xticklabels(), rotation=35, ha="right")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{rates[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(history: list[dict], title: str = ""):
+    """Accuracy and loss per epoch, train and validation, side by side."""
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for ax, key in ((acc, "acc"), (loss, "loss")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            ys = [h.get(f"{split}/{key}") for h in history]
+            if any(y is not None for y in ys):
+                ax.plot(epochs, [np.nan if y is None else y for y in ys], style, ms=3,
+                        label="train" if split == "train" else "validation")
+        ax.set(xlabel="epoch", ylabel="accuracy" if key == "acc" else "cross-entropy loss")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path):
+    fig.savefig(path)
+    plt.close(fig)

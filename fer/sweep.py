@@ -1,0 +1,112 @@
+"""One job of a run or a sweep, and the table a sweep leaves behind.
+
+In a multirun, a failing job is written down (error.txt in its dir) and the sweep goes on; at the
+end SweepSummary ranks the jobs by validation accuracy, test accuracy beside it (never the ranking key).
+"""
+
+import csv
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from fer.errors import FerError
+
+log = logging.getLogger(__name__)
+
+
+def run_job(cfg: DictConfig):
+    from fer.training import run  # imports torch and lightning
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        metrics = run(cfg)
+        return metrics.get("val", {}).get("acc")  # what a sweeper (e.g. Optuna) maximises
+    except FerError as e:
+        if not multirun:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        _record_failure(str(e))
+    except Exception as e:  # a bug or a crash in one job must not take the other jobs down
+        if not multirun:
+            raise
+        log.error("job failed:\n%s", traceback.format_exc())
+        _record_failure(f"{type(e).__name__}: {e}")
+    return None
+
+
+def _record_failure(message: str):
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    (run_dir / "error.txt").write_text(message + "\n")
+    log.error("this job failed: %s", message)
+
+
+COLUMNS = ["rank", "job", "overrides", "status", "val_acc", "test_acc", "test_f1_macro", "train_acc", "epochs", "minutes"]
+
+
+def summarize_sweep(sweep_dir: Path) -> list[dict]:
+    rows = []
+    for job_dir in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=_job_number):
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides = " ".join(OmegaConf.load(overrides_file)) if overrides_file.exists() else ""
+        row = {"job": job_dir.name, "overrides": overrides}
+        if (job_dir / "metrics.json").exists():
+            m = json.loads((job_dir / "metrics.json").read_text())
+            row.update(status="ok", val_acc=m["val"]["acc"], test_acc=m["test"]["acc"], test_f1_macro=m["test"]["f1_macro"],
+                       train_acc=m["train"]["acc"], epochs=m["epochs"], minutes=round(m["wall_time_s"] / 60, 1))
+        elif (job_dir / "error.txt").exists():
+            row.update(status="failed: " + (job_dir / "error.txt").read_text().strip().splitlines()[0][:200])
+        else:
+            row.update(status="did not finish")
+        rows.append(row)
+    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -(r["val_acc"] or 0))
+    rest = [r for r in rows if r["status"] != "ok"]
+    for i, r in enumerate(ok, 1):
+        r["rank"] = i
+    return ok + rest
+
+
+def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+    def cell(r, c):
+        v = r.get(c)
+        if v is None:
+            return ""
+        return f"{100 * v:.2f}%" if c.endswith("_acc") or c.endswith("f1_macro") else str(v)
+
+    lines = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in rows),
+    ]
+    text = "Ranked by validation (PublicTest) accuracy; test (PrivateTest) is reported, never used to rank.\n\n" + "\n".join(lines) + "\n"
+    (sweep_dir / "summary.md").write_text(text)
+    return text
+
+
+def _job_number(d: Path) -> int:
+    head = d.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else 10**9
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs):
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        rows = summarize_sweep(sweep_dir)
+        print("\n" + write_summary(sweep_dir, rows) + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md)", flush=True)
+        failed = [r for r in rows if r["status"] != "ok"]
+        if failed:
+            print(f"error: {len(failed)} of {len(rows)} jobs failed; see error.txt in their run dirs", file=sys.stderr, flush=True)
+            sys.exit(1)

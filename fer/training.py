@@ -1,0 +1,176 @@
+"""What `python train.py` does: seed -> instantiate -> fit -> test the best checkpoint -> report."""
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from fer import plots, runinfo
+from fer.checkpoint import read_checkpoint
+from fer.errors import FerError
+from fer.module import EmotionClassifier
+
+log = logging.getLogger(__name__)
+# `import lightning` hangs its own console handler on the "lightning" logger; Hydra's handlers
+# already print (and write to the run's log file) every line, so without this each shows twice.
+logging.getLogger("lightning").handlers.clear()
+
+
+def run(cfg: DictConfig) -> dict:
+    t0 = time.time()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    resuming = bool(cfg.train and cfg.ckpt_path)
+    if not resuming and ((run_dir / "checkpoints").exists() or (run_dir / "metrics.json").exists()):
+        raise FerError(f"{run_dir} already holds a run; choose another hydra.run.dir (nothing was overwritten)")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    if cfg.train:
+        model = instantiate(cfg.model)
+        if resuming:
+            _check_resumable(cfg.ckpt_path, model)
+    else:
+        if not cfg.ckpt_path:
+            raise FerError("train=false evaluates a checkpoint: give it with ckpt_path=PATH")
+        model = EmotionClassifier.from_checkpoint(cfg.ckpt_path)
+        datamodule.pin_preprocessing(float(model.pixel_mean), float(model.pixel_std), model.input_size)
+
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}-acc{val/acc:.4f}", auto_insert_metric_name=False,
+        monitor="val/acc", mode="max",
+    )
+    # last.ckpt after every epoch, improved or not: what `ckpt_path=.../last.ckpt` resumes from.
+    # (ModelCheckpoint's own save_last only writes when it also writes a best checkpoint.)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    callbacks = [checkpoint, last]
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=cfg.early_stopping_patience))
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    if cfg.train:
+        if resuming:
+            log.info("resuming from %s", cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path if resuming else None)
+        best = checkpoint.best_model_path
+        test_ckpt = best if best else None
+        if not best:
+            log.warning("no best checkpoint was written (fast_dev_run or no validation); testing the last weights")
+    else:
+        test_ckpt = None
+    trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
+    if test_ckpt:
+        # trainer.test loaded the best weights into `model`; the full history lives in last.ckpt's copy
+        model.history = EmotionClassifier.from_checkpoint(last.best_model_path or test_ckpt).history
+
+    if not trainer.is_global_zero:
+        return {}
+    train_eval = _evaluate_train_split(model, datamodule, trainer) if cfg.train and cfg.eval_train_split else None
+    metrics = _metrics_json(cfg, model, trainer, checkpoint, train_eval, time.time() - t0)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _figures(run_dir, model, cfg)
+    logger.log_hyperparams(_flat_hparams(cfg), {"hp/val_acc": metrics["val"].get("acc") or 0.0, "hp/test_acc": metrics["test"]["acc"]})
+    logger.finalize("success")
+    _print_summary(run_dir, metrics)
+    return metrics
+
+
+def _check_resumable(ckpt_path: str, model: EmotionClassifier):
+    meta = read_checkpoint(ckpt_path)["fer"]
+    if meta["net"] != model.net_spec:
+        arch = meta["net"].get("arch")
+        raise FerError(
+            f"{ckpt_path} holds a {arch!r} network with {meta['net']}, but this config builds {model.net_spec}; "
+            f"resume with the run's own settings (model={arch} and its overrides)"
+        )
+
+
+@torch.no_grad()
+def _evaluate_train_split(model: EmotionClassifier, datamodule, trainer) -> dict:
+    # The paper reports training-set accuracy (98% vs 92%): measure it the way test accuracy is
+    # measured, on un-augmented faces in eval mode, not the running figure from augmented batches.
+    from fer.preprocess import to_network_input
+
+    faces = datamodule.splits["train"]
+    limit = trainer.limit_train_batches
+    n = len(faces) if not isinstance(limit, int) else min(len(faces), limit * datamodule.batch_size)
+    model.eval()
+    correct = 0
+    for start in range(0, n, datamodule.eval_batch_size):
+        images = faces.images[start : min(n, start + datamodule.eval_batch_size)].to(model.device)
+        x = to_network_input(images, datamodule.mean, datamodule.std, model.input_size)
+        correct += int((model(x).argmax(1).cpu() == faces.labels[start : start + len(images)]).sum())
+    return {"acc": correct / max(n, 1), "faces": n}
+
+
+def _metrics_json(cfg, model, trainer, checkpoint, train_eval, wall) -> dict:
+    history = model.history
+    best = max((h for h in history if "val/acc" in h), key=lambda h: h["val/acc"], default=None)
+    test = model.test_results
+    return {
+        "model": model.net_spec["arch"],
+        "train": {
+            "acc": train_eval["acc"] if train_eval else None,
+            "acc_augmented_last_epoch": history[-1]["train/acc"] if history else None,
+        },
+        "val": {"acc": best["val/acc"] if best else None, "f1_macro": best["val/f1_macro"] if best else None,
+                "best_epoch": best["epoch"] + 1 if best else None},
+        "test": {
+            "acc": test["test/acc"], "f1_macro": test["test/f1_macro"], "loss": test["test/loss"],
+            "recall": test["recall"], "confusion_matrix": test["confmat"],
+            "checkpoint": str(checkpoint.best_model_path or cfg.ckpt_path or ""),
+        },
+        "class_names": model.class_names,
+        "epochs": len(history),
+        "wall_time_s": round(wall, 1),
+        "device": runinfo.device_description(str(trainer.strategy.root_device)),
+        "seed": cfg.seed,
+        "overrides": list(HydraConfig.get().overrides.task),
+        "git_commit": runinfo.git_commit(),
+        "versions": runinfo.versions(),
+        "history": history,
+    }
+
+
+def _figures(run_dir: Path, model: EmotionClassifier, cfg):
+    if model.history:
+        plots.save(plots.curves_figure(model.history, f"{model.net_spec['arch']}: accuracy and loss per epoch"), run_dir / "curves.png")
+    acc = model.test_results["test/acc"]
+    fig = plots.confusion_figure(model.test_results["confmat"], model.class_names, f"{model.net_spec['arch']}, test (PrivateTest) accuracy {acc:.1%}")
+    plots.save(fig, run_dir / "confusion_test.png")
+
+
+def _flat_hparams(cfg) -> dict:
+    flat = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            elif k != "_target_":
+                flat[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def _print_summary(run_dir: Path, m: dict):
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.2f}%"
+
+    print(
+        f"\n{m['model']}: train {pct(m['train']['acc'])}  val {pct(m['val']['acc'])} (epoch {m['val']['best_epoch']})  "
+        f"test {pct(m['test']['acc'])}  test macro-F1 {pct(m['test']['f1_macro'])}  "
+        f"{m['epochs']} epochs in {m['wall_time_s'] / 60:.1f} min\nrun dir: {run_dir}",
+        flush=True,
+    )
