@@ -1,0 +1,94 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CSV = ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
+
+
+def _data_path() -> Path | None:
+    p = Path(os.environ.get("FER2013_PATH", SHARED_CSV))
+    return p if p.exists() else None
+
+
+@pytest.fixture(scope="session")
+def fer2013_path() -> Path:
+    """The real FER2013 file. Under CI=true a missing file fails the test instead of skipping it."""
+    p = _data_path()
+    if p is None:
+        msg = f"FER2013 not found (FER2013_PATH={os.environ.get('FER2013_PATH')!r}, default {SHARED_CSV})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return p
+
+
+@pytest.fixture(scope="session")
+def fer2013(fer2013_path):
+    from fer.data.cache import load_fer2013
+
+    return load_fer2013(fer2013_path)
+
+
+@pytest.fixture(scope="session")
+def real_faces(fer2013):
+    """A few real PrivateTest faces, one per class where possible: (images (N,48,48) uint8, labels)."""
+    images, labels = fer2013.split("test")
+    picks = [int(np.flatnonzero(labels == c)[0]) for c in range(7)]
+    return images[picks], labels[picks]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Parsed-data cache shared by the whole session but never the user's own ~/.cache.
+    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fer-cache"))
+
+
+def write_csv(path: Path, rows: list[tuple]):
+    """rows: (label, pixels: iterable or str, usage)"""
+    lines = ["emotion,pixels,Usage"]
+    for label, pixels, usage in rows:
+        pix = pixels if isinstance(pixels, str) else " ".join(str(int(v)) for v in pixels)
+        lines.append(f"{label},{pix},{usage}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def random_rows(n_per_split: int = 14, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for usage in ("Training", "PublicTest", "PrivateTest"):
+        for i in range(n_per_split):
+            rows.append((i % 7, rng.integers(0, 256, 48 * 48), usage))
+    return rows
+
+
+@pytest.fixture
+def tiny_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "tiny.csv", random_rows())
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A fer checkpoint with untrained weights (no training needed): for loading and inference tests."""
+    from fer.module import EmotionClassifier
+
+    torch.manual_seed(0)
+    model = EmotionClassifier(net={"arch": "regularized"}, input_size=44, preprocess={"image_size": 48, "align": True, "margin": 0.0, "gamma": "auto"}).eval()
+    model.pixel_mean.fill_(0.508)
+    model.pixel_std.fill_(0.255)
+    path = tmp_path_factory.mktemp("ckpt") / "random.ckpt"
+    torch.save({"fer": model.fer_meta(), "state_dict": model.state_dict()}, path)
+    return path
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: int = 600):
+    """Run a project command as a user would; returns CompletedProcess with text output."""
+    import subprocess
+
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
