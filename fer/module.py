@@ -1,6 +1,7 @@
 """The LightningModule: loss, optimisation, metrics and logging around a plain network from fer.models."""
 
 import inspect
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -15,6 +16,8 @@ from fer.errors import FerError
 from fer.labels import EMOTIONS
 from fer.models import build_net
 from fer.plots import confusion_figure
+
+log = logging.getLogger(__name__)
 
 
 def _stage_metrics(num_classes: int) -> MetricCollection:
@@ -200,6 +203,9 @@ class EmotionClassifier(L.LightningModule):
         row = {"epoch": self.current_epoch, "train/loss": train_loss, "train/acc": train_acc, "lr": lr}
         row.update({k: v for k, v in val.items() if k.startswith("val/")})
         self.history.append(row)
+        if self.trainer.is_global_zero:
+            val_part = f"  val loss {row['val/loss']:.4f} acc {row['val/acc']:.4f} f1 {row['val/f1_macro']:.4f}" if "val/acc" in row else ""
+            log.info(f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs}: train loss {train_loss:.4f} acc {train_acc:.4f}{val_part}  lr {lr:.4g}")
 
     def on_test_epoch_end(self):
         self.test_results = self._finish("test", self.test_loss, self.test_metrics)

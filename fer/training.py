@@ -67,10 +67,9 @@ def run(cfg: DictConfig) -> dict:
             log.warning("no best checkpoint was written (fast_dev_run or no validation); testing the last weights")
     else:
         test_ckpt = None
+    history = list(model.history)
     trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
-    if test_ckpt:
-        # trainer.test loaded the best weights into `model`; the full history lives in last.ckpt's copy
-        model.history = EmotionClassifier.from_checkpoint(last.best_model_path or test_ckpt).history
+    model.history = history  # loading the best checkpoint brought back the history as of that epoch
 
     if not trainer.is_global_zero:
         return {}

@@ -42,10 +42,12 @@ def real_faces(fer2013):
     return images[picks], labels[picks]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    # Parsed-data cache shared by the whole session but never the user's own ~/.cache.
-    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fer-cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    # Parsed-data cache shared by the whole session (and the commands it runs), never the user's ~/.cache.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fer-cache"))
+        yield
 
 
 def write_csv(path: Path, rows: list[tuple]):

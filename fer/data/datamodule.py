@@ -83,7 +83,9 @@ class FER2013DataModule(L.LightningDataModule):
         for name in ("train", "val", "test"):
             images, labels = data.split(name)
             self.splits[name] = Faces(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
-        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+        # fit needs test too: the best checkpoint is tested right after, and finding the split
+        # missing then would waste the whole training
+        needed = {"validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
         for name in needed:
             if len(self.splits[name]) == 0:
                 raise FerError(f"{self.path}: the {SPLIT_NAMES[name]} split is empty; FER2013 needs Training, PublicTest and PrivateTest rows")

@@ -1,0 +1,47 @@
+"""The trained network, restored from a checkpoint alone, classifying every face of a frame in one batch."""
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fer.checkpoint import load_classifier
+from fer.errors import FerError
+from fer.preprocess import IMAGE_SIZE, to_network_input
+
+
+class FaceClassifier:
+    def __init__(self, net: nn.Module, class_names: Sequence[str], mean: float, std: float, input_size: int,
+                 preprocess: Mapping | None = None):
+        self.net = net.eval()
+        self.class_names = list(class_names)
+        self.mean, self.std, self.input_size = mean, std, input_size
+        self.preprocess = dict(preprocess or {})  # the face pipeline the model was trained with
+
+    @classmethod
+    def from_checkpoint(cls, path: str, threads: int | None = None) -> "FaceClassifier":
+        if threads:
+            # One face is a small convolution stack: extra threads cost more in hand-over than they save,
+            # and the cores are wanted for decoding and detection.
+            torch.set_num_threads(threads)
+        try:
+            net, meta = load_classifier(path)
+        except (KeyError, IndexError, TypeError, UnicodeDecodeError) as e:
+            # What torch's safe unpickler raises on some files that are not checkpoints (text, empty).
+            raise FerError(f"{path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
+                           "pass the .ckpt written by `python train.py`") from None
+        classifier = cls(net, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta.get("preprocess"))
+        classifier(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # the first call pays one-off set-up costs
+        return classifier
+
+    def network_input(self, faces: np.ndarray) -> torch.Tensor:
+        """(B, 48, 48) uint8 faces -> (B, 1, input_size, input_size): the training side's exact normalisation."""
+        return to_network_input(torch.from_numpy(np.ascontiguousarray(faces)), self.mean, self.std, self.input_size)
+
+    @torch.inference_mode()
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        """(B, 48, 48) uint8 faces -> (B, classes) probabilities, all faces in one batch."""
+        if len(faces) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return torch.softmax(self.net(self.network_input(faces)), dim=1).numpy()

@@ -1,0 +1,123 @@
+"""What the user sees: a box per face in its emotion's colour, the emotion and its probability
+("uncertain" below a threshold), optional per-class probability bars, and the frame rate."""
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from fer.infer.faces import FaceResult
+
+# BGR, one per FER2013 emotion; names a checkpoint may add get PALETTE colours by position.
+EMOTION_COLOURS = {
+    "Angry": (40, 40, 230),
+    "Disgust": (40, 150, 40),
+    "Fear": (170, 40, 150),
+    "Happy": (20, 210, 250),
+    "Sad": (220, 110, 30),
+    "Surprise": (20, 140, 255),
+    "Neutral": (200, 200, 200),
+}
+PALETTE = [(80, 80, 220), (80, 180, 80), (200, 80, 160), (60, 200, 230), (220, 140, 60), (60, 150, 240), (190, 190, 190)]
+UNCERTAIN_COLOUR = (128, 128, 128)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+SMALLEST_READABLE_SIDE = 360  # images smaller than this are enlarged before drawing (image outputs only)
+
+
+def to_bgr8(image: np.ndarray) -> np.ndarray:
+    """Any decoded frame (grey, BGR, BGRA; 8 or 16 bit; float) -> 8-bit BGR to draw on and write."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        hi = 1.0 if image.dtype.kind == "f" and float(image.max(initial=0)) <= 1.0 else 255.0
+        image = np.clip(image.astype(np.float32) * (255.0 / hi), 0, 255).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def enlarge_small(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """A 48x48 crop annotated at its own size is unreadable: enlarge small images (for image outputs)."""
+    side = min(image.shape[:2])
+    if side >= SMALLEST_READABLE_SIDE:
+        return image, 1.0
+    factor = SMALLEST_READABLE_SIDE / side
+    return cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC), factor
+
+
+class Annotator:
+    def __init__(self, class_names: Sequence[str], bars: bool = False, uncertain_below: float = 0.4,
+                 show_fps: bool = True, show_ids: bool = True):
+        self.class_names = list(class_names)
+        self.colours = [EMOTION_COLOURS.get(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(self.class_names)]
+        self.bars, self.uncertain_below = bars, uncertain_below
+        self.show_fps, self.show_ids = show_fps, show_ids
+
+    def verdict(self, face: FaceResult) -> str:
+        return "uncertain" if face.confidence < self.uncertain_below else self.class_names[face.label]
+
+    def caption(self, face: FaceResult) -> tuple[str, tuple[int, int, int]]:
+        prefix = f"#{face.id} " if self.show_ids else ""
+        if face.confidence < self.uncertain_below:
+            return f"{prefix}uncertain", UNCERTAIN_COLOUR
+        return f"{prefix}{self.class_names[face.label]} {face.confidence:.0%}", self.colours[face.label]
+
+    def draw(self, image: np.ndarray, faces: Sequence[FaceResult], fps: float | None = None, scale: float = 1.0) -> np.ndarray:
+        """Draws on `image` (8-bit BGR) in place; `scale` maps face boxes onto an enlarged image."""
+        size = _Sizes(image.shape)
+        for face in faces:
+            box = tuple(int(round(v * scale)) for v in face.box)
+            text, colour = self.caption(face)
+            x, y, w, h = box
+            cv2.rectangle(image, (x, y), (x + w, y + h), colour, size.line)
+            _label(image, text, (x, y), colour, size)
+            if self.bars:
+                self._bars(image, face, box, size)
+        if self.show_fps and fps:
+            _label(image, f"{fps:.1f} fps", (0, 0), (32, 32, 32), size, below=True)
+        return image
+
+    def _bars(self, image: np.ndarray, face: FaceResult, box: tuple, size: "_Sizes"):
+        # One row per class on a dark panel under the box (faces side by side do not cover each
+        # other's); inside the box's bottom when the frame ends there. Bar length = probability.
+        x, y, w, h = box
+        name_w = max(cv2.getTextSize(n, FONT, size.small, 1)[0][0] for n in self.class_names)
+        row, pad = size.small_h + 6, 4
+        panel_w = max(w, name_w + int(60 * size.k))
+        panel_h = row * len(self.class_names) + pad
+        left = min(max(0, x), max(0, image.shape[1] - panel_w))
+        top = y + h + size.line if y + h + size.line + panel_h <= image.shape[0] else max(0, y + h - panel_h)
+        panel = image[top:top + panel_h, left:left + panel_w]
+        panel[:] = (panel * 0.3).astype(np.uint8)  # darken what is behind, so the names stay readable
+        bar_w = panel_w - name_w - 3 * pad
+        for i, (name, p) in enumerate(zip(self.class_names, face.probs)):
+            y0 = top + pad + i * row
+            cv2.putText(image, name, (left + pad, y0 + size.small_h), FONT, size.small, (255, 255, 255), 1, cv2.LINE_AA)
+            x0 = left + 2 * pad + name_w
+            cv2.rectangle(image, (x0, y0 + 1), (x0 + max(1, int(bar_w * float(p))), y0 + row - 3), self.colours[i], -1)
+
+
+class _Sizes:
+    """Line widths and font sizes that stay readable from 240p to 4K."""
+
+    def __init__(self, shape):
+        self.k = max(0.5, min(shape[:2]) / 600)
+        self.line = max(1, int(round(2 * self.k)))
+        self.font = 0.6 * self.k
+        self.thick = max(1, int(round(1.5 * self.k)))
+        self.small = 0.4 * self.k
+        self.small_h = cv2.getTextSize("Ag", FONT, self.small, 1)[0][1]
+
+
+def _label(image: np.ndarray, text: str, corner: tuple[int, int], colour, size: _Sizes, below: bool = False):
+    """Text on a filled band in `colour`, above the corner (inside the frame when there is no room)."""
+    (tw, th), base = cv2.getTextSize(text, FONT, size.font, size.thick)
+    x, y = corner
+    pad = max(2, th // 4)
+    top = y if below or y - th - base - 2 * pad < 0 else y - th - base - 2 * pad
+    x = min(max(0, x), max(0, image.shape[1] - tw - 2 * pad))
+    cv2.rectangle(image, (x, top), (x + tw + 2 * pad, top + th + base + 2 * pad), colour, -1)
+    ink = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)  # dark text on light bands
+    cv2.putText(image, text, (x + pad, top + pad + th), FONT, size.font, ink, size.thick, cv2.LINE_AA)

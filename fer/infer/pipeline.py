@@ -1,0 +1,190 @@
+"""One frame at a time: grey -> faces (detect, or track between detections) -> aligned 48x48 crops
+-> one network batch -> smoothed per-face probabilities -> drawing -> every sink -> the window."""
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fer.infer.align import FaceAligner
+from fer.infer.classify import FaceClassifier
+from fer.infer.detect import Box, FaceDetector
+from fer.infer.draw import Annotator, enlarge_small, to_bgr8
+from fer.infer.faces import FaceResult
+from fer.infer.track import FaceTracker
+from fer.preprocess import IMAGE_SIZE, face_to_48, to_grey
+
+STAGES = ("decode", "detect", "align", "network", "track", "draw", "write", "display")
+
+
+class Stopwatch:
+    """Seconds spent in each stage: `lap(stage)` charges the time since the previous lap to it."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str):
+        now = time.perf_counter()
+        self.seconds[stage] += now - self._last
+        self._last = now
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    frames_without_faces: int = 0
+    faces: int = 0
+    labels: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    stages: dict = field(default_factory=dict)
+    stopped_early: str = ""  # why the run ended before the source did, if it did
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        classifier: FaceClassifier,
+        annotator: Annotator,
+        aligner: FaceAligner | None = None,
+        detector: FaceDetector | None = None,  # None: every image is one whole face (pre-cropped faces)
+        gamma: float | str | None = "auto",
+        tracker: FaceTracker | None = None,  # None: every frame stands alone (images)
+        detect_every: int = 1,
+        sinks: Sequence = (),
+        window=None,
+        max_frames: int | None = None,
+        enlarge_small_images: bool = False,
+        print_faces: bool = False,
+    ):
+        self.classifier, self.annotator, self.aligner, self.detector = classifier, annotator, aligner, detector
+        self.gamma, self.tracker, self.detect_every = gamma, tracker, max(1, int(detect_every))
+        self.sinks, self.window, self.max_frames = list(sinks), window, max_frames
+        self.enlarge_small_images, self.print_faces = enlarge_small_images, print_faces
+        self.watch = Stopwatch()
+        self._count = 0
+
+    # --- one frame ------------------------------------------------------------------------------
+    def full_detection_due(self) -> bool:
+        tracks = self.tracker.tracks if self.tracker is not None else []
+        return not tracks or self._count % self.detect_every == 0
+
+    def find_faces(self, grey: np.ndarray, full: bool) -> list[Box]:
+        if self.detector is None:
+            return [(0, 0, grey.shape[1], grey.shape[0])]
+        if full:
+            return self.detector.detect(grey)
+        # Between full detections each known face is looked for near where it was.
+        near = (self.detector.find_near(grey, t.box) for t in self.tracker.tracks)
+        return [b for b in near if b is not None]
+
+    def faces_48(self, grey: np.ndarray, boxes: Sequence[Box], angles: Sequence[float | None]) -> tuple[np.ndarray, list[float]]:
+        """(B, 48, 48) uint8, the format training sees, and the turn applied to each face.
+
+        angles: a known tilt per face (None: measure it from the eyes)."""
+        crops, turns = [], []
+        for box, angle in zip(boxes, angles):
+            if self.detector is None or self.aligner is None:  # the whole image is the face
+                crop, angle = grey[box[1]:box[1] + box[3], box[0]:box[0] + box[2]], 0.0
+            else:
+                crop, angle = self.aligner.crop(grey, box, angle)
+            crops.append(face_to_48(crop, self.gamma))
+            turns.append(angle)
+        return (np.stack(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)), turns
+
+    def analyse(self, image: np.ndarray) -> list[FaceResult]:
+        """Every face on one frame (any depth and channel count), with its (smoothed) probabilities."""
+        watch = self.watch
+        grey = to_grey(image)
+        full = self.full_detection_due()
+        boxes = self.find_faces(grey, full)
+        watch.lap("detect")
+        if self.tracker is None:
+            faces, _ = self.faces_48(grey, boxes, [None] * len(boxes))
+            watch.lap("align")
+            probs = self.classifier(faces)
+            watch.lap("network")
+            results = [FaceResult(i, box, p) for i, (box, p) in enumerate(zip(boxes, probs))]
+        else:
+            tracks = self.tracker.update(boxes)  # faces not found on this frame stay a moment at their last box
+            # The eyes are looked for when the faces are (re)detected; tracked frames reuse the tilt.
+            faces, turns = self.faces_48(grey, [t.box for t in tracks], [None if full else t.angle for t in tracks])
+            watch.lap("align")
+            probs = self.classifier(faces)
+            watch.lap("network")
+            results = []
+            for track, p, angle in zip(tracks, probs, turns):
+                track.angle = angle
+                results.append(FaceResult(track.id, track.box, self.tracker.smooth(track, p)))
+            watch.lap("track")
+        self._count += 1
+        return results
+
+    def annotate(self, image: np.ndarray, faces: Sequence[FaceResult], fps: float | None) -> np.ndarray:
+        canvas, scale = to_bgr8(image), 1.0
+        if self.enlarge_small_images:
+            canvas, scale = enlarge_small(canvas)
+        return self.annotator.draw(canvas, faces, fps, scale)
+
+    # --- the whole source -----------------------------------------------------------------------
+    def run(self, source) -> RunSummary:
+        summary, fps = RunSummary(), None
+        waits_for_key = source.kind in ("image", "folder")  # a still image stays until a key is pressed
+        self.watch = Stopwatch()
+        start = previous = time.perf_counter()
+        try:
+            for frame in source.frames():
+                self.watch.lap("decode")
+                faces = self.analyse(frame.image)
+                image = self.annotate(frame.image, faces, fps)
+                self.watch.lap("draw")
+                for sink in self.sinks:
+                    sink.write(image, frame, faces)
+                self.watch.lap("write")
+                self._tally(summary, faces)
+                if self.print_faces:
+                    print(describe(frame.name or f"frame {frame.index}", faces, self.annotator), flush=True)
+                if self.window is not None and not self.window.show(image, waits_for_key):
+                    summary.stopped_early = "closed by the user"
+                    break
+                self.watch.lap("display")
+                now = time.perf_counter()
+                fps = 1.0 / max(now - previous, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(now - previous, 1e-6)
+                previous = now
+                if self.max_frames and summary.frames >= self.max_frames:
+                    summary.stopped_early = f"max_frames={self.max_frames} reached"
+                    break
+        except KeyboardInterrupt:  # Ctrl-C ends a camera run cleanly: the outputs are closed and valid
+            summary.stopped_early = "interrupted"
+        finally:
+            self.close(source)
+        summary.seconds = time.perf_counter() - start
+        summary.stages = {s: self.watch.seconds.get(s, 0.0) for s in STAGES}
+        return summary
+
+    def _tally(self, summary: RunSummary, faces: Sequence[FaceResult]):
+        summary.frames += 1
+        summary.faces += len(faces)
+        summary.frames_without_faces += not faces
+        summary.labels.update(self.annotator.verdict(f) for f in faces)
+
+    def close(self, source):
+        for closing in (*self.sinks, self.window, source):
+            if closing is not None:
+                closing.close()
+
+
+def describe(name: str, faces: Sequence[FaceResult], annotator: Annotator) -> str:
+    if not faces:
+        return f"{name}: no face found"
+    parts = []
+    for f in faces:
+        text, _ = annotator.caption(f)
+        parts.append(f"{text} at x={f.box[0]} y={f.box[1]} w={f.box[2]} h={f.box[3]}")
+    return f"{name}: " + "; ".join(parts)

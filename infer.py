@@ -1,0 +1,33 @@
+"""Emotion recognition on a camera, a video, an image or a folder of images.
+
+    python infer.py source=0 ckpt_path=best.ckpt                        # first webcam, live window
+    python infer.py source=clip.mp4 output=clip_annotated.mp4 ckpt_path=best.ckpt
+    python infer.py source=photo.jpg output=photo_annotated.jpg ckpt_path=best.ckpt
+    python infer.py source=photos/ output=annotated/ predictions=preds.csv ckpt_path=best.ckpt
+    python infer.py source=crops/ detect=false predictions=preds.csv ckpt_path=best.ckpt   # 48x48 faces
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from fer.errors import FerError, exit_on_user_error
+
+
+@hydra.main(config_path="conf", config_name="infer", version_base="1.3")
+def main(cfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+
+    from fer.infer.app import given_preprocess_keys, run  # heavy imports after Hydra has parsed the command line
+
+    try:
+        run(cfg, given_preprocess_keys(HydraConfig.get().overrides.task))
+    except FerError as e:  # inside Hydra's task, or Hydra would print it with a traceback
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    with exit_on_user_error():
+        main()

@@ -1,0 +1,132 @@
+"""`python train.py` as a user runs it: clear one-line errors, resume after a kill, sweeps."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, random_rows, run_cli, write_csv
+
+TINY = ["data.batch_size=4", "trainer.enable_progress_bar=false", "model=baseline"]
+
+
+def assert_clean_error(r, *fragments):
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr[-3000:]
+    for f in fragments:
+        assert f in r.stderr + r.stdout, (f, r.stderr[-2000:])
+
+
+def test_missing_data_file(tmp_path):
+    r = run_cli(["train.py", f"data.path={tmp_path / 'fer2013.csv'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert_clean_error(r, "FER2013 not found at", str(tmp_path / "fer2013.csv"), "Kaggle")
+
+
+def test_config_typo_and_unknown_model(tmp_path):
+    assert_clean_error(run_cli(["train.py", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path}"]), "max_epoch")
+    assert_clean_error(run_cli(["train.py", "model=resnet", f"hydra.run.dir={tmp_path}"]), "model/resnet", "baseline", "regularized")
+
+
+def test_malformed_rows_error_and_skip(tmp_path):
+    rows = random_rows()
+    rows.insert(0, (0, "1 2 3", "Training"))
+    bad = write_csv(tmp_path / "bad.csv", rows)
+    r = run_cli(["train.py", f"data.path={bad}", *TINY, f"hydra.run.dir={tmp_path / 'a'}"])
+    assert_clean_error(r, "bad.csv: line 2: 3 pixel values, expected 2304")
+    r = run_cli(["train.py", f"data.path={bad}", "data.on_bad_row=skip", "trainer.max_epochs=1", *TINY, f"hydra.run.dir={tmp_path / 'b'}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skipped 1 bad rows" in r.stdout + r.stderr
+
+
+def test_empty_split(tmp_path):
+    rows = [r for r in random_rows() if r[2] != "PrivateTest"]
+    r = run_cli(["train.py", f"data.path={write_csv(tmp_path / 'x.csv', rows)}", *TINY, f"hydra.run.dir={tmp_path / 'r'}"])
+    assert_clean_error(r, "PrivateTest (test) split is empty")
+
+
+def test_nan_loss(tiny_csv, tmp_path):
+    r = run_cli(["train.py", f"data.path={tiny_csv}", *TINY, "model.optimizer.lr=1e30", "trainer.max_epochs=3", f"hydra.run.dir={tmp_path}"])
+    assert_clean_error(r, "training loss became", "lower the learning rate")
+
+
+def test_checkpoints_that_are_not_ours_or_from_another_model(tiny_csv, tmp_path, random_checkpoint):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    r = run_cli(["train.py", "train=false", f"ckpt_path={junk}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'a'}"])
+    assert_clean_error(r, "is not a fer checkpoint")
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "epoch": 3}, other)
+    assert_clean_error(run_cli(["train.py", "train=false", f"ckpt_path={other}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'b'}"]),
+                       "is not a fer checkpoint")
+    # a regularized checkpoint given to a baseline run
+    r = run_cli(["train.py", *TINY, f"ckpt_path={random_checkpoint}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'c'}"])
+    assert_clean_error(r, "holds a 'regularized' network", "model=regularized")
+    assert_clean_error(run_cli(["train.py", "train=false", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'd'}"]), "ckpt_path=")
+
+
+def test_a_run_never_writes_over_an_earlier_run(tiny_csv, tmp_path):
+    args = ["train.py", f"data.path={tiny_csv}", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}"]
+    assert run_cli(args).returncode == 0
+    before = (tmp_path / "metrics.json").read_text()
+    assert_clean_error(run_cli(args), "already holds a run", "nothing was overwritten")
+    assert (tmp_path / "metrics.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_at_the_right_epoch(fer2013_path, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "train.py", f"data.path={fer2013_path}", "model=baseline", "trainer.max_epochs=4", "trainer.limit_train_batches=12",
+            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "eval_train_split=false", "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and torch.load(last, weights_only=True)["epoch"] >= 1:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # mid-way through epoch 3, no chance to clean up
+    proc.wait()
+    killed_at = torch.load(last, weights_only=True)["epoch"]
+    assert 1 <= killed_at < 3 and not (run_dir / "metrics.json").exists()
+
+    r = run_cli(["train.py", f"ckpt_path={last}"])  # the run's own overrides come back by themselves
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming {run_dir}" in r.stderr
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert [h["epoch"] for h in m["history"]] == [0, 1, 2, 3]  # nothing repeated, nothing lost
+    assert m["model"] == "baseline"
+    assert torch.load(last, weights_only=True)["epoch"] == 3
+
+
+@pytest.mark.slow
+def test_dropout_multirun_writes_a_dir_per_job_and_a_ranked_summary(tiny_csv, tmp_path):
+    sweep = tmp_path / "sweep"
+    r = run_cli(["train.py", "-m", "model=regularized", "model.dropout=0.2,0.5", f"data.path={tiny_csv}", "data.batch_size=4",
+                 "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir())
+    assert len(jobs) == 2 and jobs[0].startswith("0_") and "model.dropout=0.2" in jobs[0] and "model.dropout=0.5" in jobs[1]
+    assert "data.path" not in jobs[0]  # where the data lives is not part of a job's name
+    for j in jobs:
+        assert (sweep / j / "metrics.json").exists() and (sweep / j / "tensorboard").is_dir()
+    summary = (sweep / "summary.md").read_text()
+    assert "model.dropout=0.2" in summary and "model.dropout=0.5" in summary and "test_acc" in summary
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("rank,job") and len(rows) == 3
+
+
+@pytest.mark.slow
+def test_a_failing_sweep_job_is_reported_and_the_others_still_run(tiny_csv, tmp_path):
+    sweep = tmp_path / "sweep"
+    r = run_cli(["train.py", "-m", "data.on_bad_row=bogus,skip", f"data.path={tiny_csv}", *TINY, "trainer.max_epochs=1",
+                 f"hydra.sweep.dir={sweep}"])
+    assert r.returncode != 0
+    assert "1 of 2 jobs failed" in r.stderr
+    summary = (sweep / "summary.csv").read_text()
+    assert "failed: " in summary and "on_bad_row must be" in summary
+    assert len(list(sweep.glob("1_*/metrics.json"))) == 1

@@ -1,0 +1,71 @@
+"""Every config option composes and instantiates (cheap: no data is read, no training runs)."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from fer.data.datamodule import FER2013DataModule
+from fer.module import EmotionClassifier
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def make(overrides):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=False)
+
+
+def test_groups_have_the_documented_options():
+    assert options("model") == ["baseline", "regularized"]
+    assert {"default", "gpu", "ddp"} <= set(options("trainer"))
+    assert options("data") == ["fer2013"] and options("preprocess") == ["default"]
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_instantiates(model):
+    cfg = make([f"model={model}", "data.path=x.csv"])
+    net_model = instantiate(cfg.model)
+    assert isinstance(net_model, EmotionClassifier)
+    assert net_model.net_spec["arch"] == model
+    assert net_model.preprocess["image_size"] == 48  # the preprocess group travels with the model
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, FER2013DataModule) and dm.input_size == net_model.input_size
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_instantiates(experiment):
+    cfg = make([f"experiment={experiment}"])
+    assert isinstance(instantiate(cfg.model), EmotionClassifier)
+    assert cfg.seed is not None
+
+
+def test_default_trainer_instantiates_and_takes_direct_overrides():
+    cfg = make(["trainer.max_epochs=1", "trainer.limit_train_batches=5"])
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert isinstance(trainer, L.Trainer) and trainer.max_epochs == 1 and trainer.limit_train_batches == 5
+
+
+def test_gpu_and_ddp_trainers_compose():
+    assert make(["trainer=gpu"]).trainer.accelerator == "gpu"
+    ddp = make(["trainer=ddp"]).trainer
+    assert ddp.strategy == "ddp" and ddp.devices == 2 and ddp.sync_batchnorm
+
+
+def test_dropout_knob_reaches_the_network():
+    model = instantiate(make(["model=regularized", "model.dropout=0.25"]).model)
+    assert model.net_spec["dropout"] == 0.25
+    assert model.net.classifier[3].p == 0.25
+
+
+def test_data_path_default_and_env_override(monkeypatch):
+    monkeypatch.delenv("FER2013_PATH", raising=False)
+    assert make([]).data.path == "data/fer2013.csv"
+    monkeypatch.setenv("FER2013_PATH", "/somewhere/fer2013.csv.gz")
+    assert make([]).data.path == "/somewhere/fer2013.csv.gz"

@@ -1,0 +1,38 @@
+import pytest
+import torch
+from torch import nn
+
+from fer.errors import FerError
+from fer.models import BaselineCNN, RegularizedCNN, build_net
+
+POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def count(net, kinds):
+    return sum(isinstance(m, kinds) for m in net.modules())
+
+
+def test_baseline_has_the_papers_layers():
+    net = BaselineCNN()
+    assert (count(net, nn.Conv2d), count(net, POOLS), count(net, nn.Linear)) == (2, 2, 4)
+    assert count(net, (nn.BatchNorm2d, nn.BatchNorm1d, nn.Dropout, nn.Dropout2d)) == 0  # no regularisation
+    assert net(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("input_size", [44, 48])
+def test_regularized_has_the_papers_layers(input_size):
+    net = RegularizedCNN(input_size=input_size, conv_dropout=(0.05, 0.1, 0.15, 0.2), dropout=0.3)
+    assert (count(net, nn.Conv2d), count(net, POOLS), count(net, nn.Linear)) == (8, 4, 4)
+    assert count(net, nn.BatchNorm2d) == 8 and count(net, nn.BatchNorm1d) == 3
+    rates = [m.p for m in net.modules() if isinstance(m, (nn.Dropout, nn.Dropout2d))]
+    assert rates == [0.05, 0.1, 0.15, 0.2, 0.3, 0.3, 0.3]  # each dropout layer its own rate
+    kernel = max(m.kernel_size[0] for m in net.modules() if isinstance(m, nn.Conv2d))
+    assert kernel < BaselineCNN().features[0].kernel_size[0]  # smaller kernels than the baseline
+    assert net.eval()(torch.zeros(2, 1, input_size, input_size)).shape == (2, 7)
+
+
+def test_build_net_rejects_unknown_architectures_and_arguments():
+    with pytest.raises(FerError, match="unknown architecture 'vgg'"):
+        build_net("vgg")
+    with pytest.raises(FerError, match="cannot build 'baseline'"):
+        build_net("baseline", widths=(1, 2, 3), nonsense=1)

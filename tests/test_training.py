@@ -1,0 +1,105 @@
+"""Real (short) training runs: in-process for the module, through `python train.py` for the product."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import run_cli
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fer.checkpoint import load_classifier
+from fer.module import EmotionClassifier
+from fer.preprocess import to_network_input
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+LIMITS = ["trainer.limit_train_batches=8", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+          "trainer.enable_progress_bar=false", "data.batch_size=64"]
+
+
+def build(overrides):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    return instantiate(cfg.model), instantiate(cfg.data)
+
+
+def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2013_path, tmp_path, real_faces):
+    L.seed_everything(0)
+    model, dm = build(["model=baseline", f"data.path={fer2013_path}", "data.augment=null"])
+    trainer = L.Trainer(max_epochs=3, limit_train_batches=15, limit_val_batches=2, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    losses = [h["train/loss"] for h in model.history]
+    assert len(losses) == 3 and losses[-1] < losses[0] - 0.05, losses
+    assert all("val/acc" in h for h in model.history)
+    # the checkpoint alone rebuilds the same network: same logits, no Hydra involved
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    images = torch.from_numpy(real_faces[0])
+    model.eval()
+    with torch.no_grad():
+        expected = model(to_network_input(images, dm.mean, dm.std, model.input_size))
+        net, meta = load_classifier(tmp_path / "m.ckpt")
+        got = net(to_network_input(images, meta["mean"], meta["std"], meta["input_size"]))
+    assert torch.allclose(expected, got, atol=1e-5)  # channels_last vs plain layout: same maths, other summation order
+    assert meta["class_names"][3] == "Happy" and abs(meta["mean"] - dm.mean) < 1e-6
+    assert meta["net"]["arch"] == "baseline" and meta["preprocess"]["image_size"] == 48
+    reloaded = EmotionClassifier.from_checkpoint(tmp_path / "m.ckpt")
+    assert len(reloaded.history) == 3
+
+
+def test_same_seed_same_result(tiny_csv, tmp_path):
+    def once(d):
+        r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=2", "model=baseline",
+                     "trainer.enable_progress_bar=false", f"hydra.run.dir={d}"])
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads((d / "metrics.json").read_text())["history"]
+
+    assert once(tmp_path / "a") == once(tmp_path / "b")
+
+
+@pytest.fixture(scope="module")
+def real_run(fer2013_path, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "r"
+    r = run_cli(["train.py", f"data.path={fer2013_path}", "trainer.max_epochs=2", *LIMITS, f"hydra.run.dir={run_dir}"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return run_dir, r
+
+
+def test_real_run_writes_everything_a_user_looks_for(real_run):
+    run_dir, r = real_run
+    assert "run dir:" in r.stdout and "test" in r.stdout
+    for name in ("metrics.json", "curves.png", "confusion_test.png", ".hydra/config.yaml", "checkpoints/last.ckpt", "train.log"):
+        assert (run_dir / name).exists(), name
+    assert len(list((run_dir / "checkpoints").glob("best-*.ckpt"))) == 1
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["epochs"] == 2 and 0 <= m["test"]["acc"] <= 1 and m["val"]["acc"] is not None and m["train"]["acc"] is not None
+    assert len(m["test"]["confusion_matrix"]) == 7 and set(m["test"]["recall"]) >= {"Angry", "Happy"}
+    assert {"seed", "git_commit", "versions", "device", "wall_time_s"} <= set(m)
+
+
+def test_tensorboard_holds_per_epoch_metrics_confusion_images_and_hparams(real_run):
+    run_dir, _ = real_run
+    ea = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    assert [e.step for e in ea.Scalars("val/acc")] and len(ea.Scalars("val/acc")) == 2
+    for key in ("train/loss", "train/acc", "val/loss", "val/f1_macro", "train/lr", "test/acc"):
+        assert key in tags["scalars"], key
+    assert not any(t.startswith("val/") and "test" in t for t in tags["scalars"])
+    assert len(ea.Images("val/confusion_matrix")) == 2 and len(ea.Images("test/confusion_matrix")) == 1
+    assert "hp/test_acc" in tags["scalars"]
+    assert any("hparams" in str(v) for v in ea.summary_metadata.values()) or (run_dir / "tensorboard" / "hparams.yaml").exists()
+
+
+def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_path):
+    run_dir, _ = real_run
+    best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    r = run_cli(["train.py", "train=false", f"ckpt_path={best}", f"data.path={fer2013_path}", "trainer.limit_test_batches=2",
+                 "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'eval'}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    original = json.loads((run_dir / "metrics.json").read_text())
+    assert evaluated["test"]["acc"] == pytest.approx(original["test"]["acc"])
