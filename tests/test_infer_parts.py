@@ -61,7 +61,7 @@ def test_inference_gives_the_training_tensor_for_the_same_face(fer2013, classifi
     faces_48 = []
     for frame in open_source(tmp_path).frames():
         grey = to_grey(frame.image)
-        batch, _ = pipeline.faces_48(grey, pipeline.find_faces(grey, full=True), [None])
+        batch, _ = pipeline.faces_48(grey, pipeline.find_faces(grey), [None])
         faces_48.append(batch[0])
     infer_x = classifier.network_input(np.stack(faces_48))
 

@@ -138,3 +138,9 @@ def test_full_fer2013_counts(fer2013):
                 "test": [491, 55, 528, 879, 594, 416, 626]}
     for split, counts in expected.items():
         assert np.bincount(fer2013.split(split)[1], minlength=7).tolist() == counts
+
+
+def test_default_name_finds_the_other_form_beside_it(tmp_path):
+    plain = write_csv(tmp_path / "x.csv", random_rows())
+    (tmp_path / "fer2013.csv.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    _check_tiny(read_fer2013(tmp_path / "fer2013.csv"))

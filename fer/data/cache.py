@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer.data.reader import FerData, read_fer2013
+from fer.data.reader import FerData, read_fer2013, resolve_data_path
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # bump when the reader's output changes
@@ -33,8 +33,8 @@ def _fingerprint(path: Path) -> str:
 
 def load_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0, use_cache: bool = True) -> FerData:
     """read_fer2013 with a cache in front of it."""
-    path = Path(path).expanduser()
-    if not use_cache or not path.exists():
+    path = resolve_data_path(path)
+    if not use_cache:
         return read_fer2013(path, on_bad_row, val_fraction, seed)
     key = hashlib.sha1(f"{FORMAT}|{_fingerprint(path)}|{on_bad_row}|{val_fraction}|{seed}".encode()).hexdigest()[:16]
     file = cache_dir() / f"fer2013-{key}.npz"

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from fer.data.augment import BatchAugment
 from fer.data.cache import load_fer2013
+from fer.data.reader import resolve_data_path
 from fer.errors import FerError
 from fer.labels import EMOTIONS, NUM_CLASSES
 from fer.preprocess import normalize, to_network_input
@@ -68,13 +69,7 @@ class FER2013DataModule(L.LightningDataModule):
 
     def prepare_data(self):
         # Fail before any model or trainer is built when the data is not there.
-        from pathlib import Path
-
-        from fer.data.reader import HOW_TO_GET
-
-        path = Path(self.path).expanduser()
-        if not path.exists():
-            raise FerError(f"FER2013 not found at {path} (absolute: {path.absolute()}). {HOW_TO_GET}")
+        self.path = str(resolve_data_path(self.path))
 
     def setup(self, stage: str | None = None):
         if self.splits:

@@ -61,11 +61,26 @@ class _BadRows:
             log.warning("skipped %d bad rows in %s (first: %s)", self.count, self.source, self.first)
 
 
+VARIANTS = ("fer2013.csv", "fer2013.csv.gz", "fer2013.tar.gz", "fer2013")
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """The path itself, or, when it names a FER2013 file that is not there, the one other form of
+    FER2013 lying beside it (data/fer2013.tar.gz for data/fer2013.csv). Otherwise a clear error."""
+    path = Path(path).expanduser()
+    if path.exists():
+        return path
+    if path.name in VARIANTS:
+        found = [path.parent / v for v in VARIANTS if (path.parent / v).exists()]
+        if len(found) == 1:
+            log.info("%s not found; using %s", path, found[0])
+            return found[0]
+    raise FerError(f"FER2013 not found at {path} (absolute: {path.absolute()}). {HOW_TO_GET}")
+
+
 def read_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0) -> FerData:
     """Read FER2013 from a csv / csv.gz / tar.gz file or an image-folder tree."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FerError(f"FER2013 not found at {path} (absolute: {path.absolute()}). {HOW_TO_GET}")
+    path = resolve_data_path(path)
     bad = _BadRows(path, on_bad_row)
     if path.is_dir():
         data = _read_folders(path, bad, val_fraction, seed)

@@ -71,18 +71,18 @@ class Pipeline:
         self._count = 0
 
     # --- one frame ------------------------------------------------------------------------------
-    def full_detection_due(self) -> bool:
-        tracks = self.tracker.tracks if self.tracker is not None else []
-        return not tracks or self._count % self.detect_every == 0
-
-    def find_faces(self, grey: np.ndarray, full: bool) -> list[Box]:
+    def find_faces(self, grey: np.ndarray) -> list[Box]:
         if self.detector is None:
             return [(0, 0, grey.shape[1], grey.shape[0])]
-        if full:
+        if self.tracker is None:
             return self.detector.detect(grey)
-        # Between full detections each known face is looked for near where it was.
+        # Each face being tracked is re-detected near its last box (cheap); the rest of the frame is
+        # searched for new faces every detect_every frames, with the tracked faces blanked out.
         near = (self.detector.find_near(grey, t.box) for t in self.tracker.tracks)
-        return [b for b in near if b is not None]
+        found = [b for b in near if b is not None]
+        if self._count % self.detect_every == 0:
+            found += self.detector.detect(grey, known=found)
+        return found
 
     def faces_48(self, grey: np.ndarray, boxes: Sequence[Box], angles: Sequence[float | None]) -> tuple[np.ndarray, list[float]]:
         """(B, 48, 48) uint8, the format training sees, and the turn applied to each face.
@@ -102,8 +102,7 @@ class Pipeline:
         """Every face on one frame (any depth and channel count), with its (smoothed) probabilities."""
         watch = self.watch
         grey = to_grey(image)
-        full = self.full_detection_due()
-        boxes = self.find_faces(grey, full)
+        boxes = self.find_faces(grey)
         watch.lap("detect")
         if self.tracker is None:
             faces, _ = self.faces_48(grey, boxes, [None] * len(boxes))
@@ -113,8 +112,9 @@ class Pipeline:
             results = [FaceResult(i, box, p) for i, (box, p) in enumerate(zip(boxes, probs))]
         else:
             tracks = self.tracker.update(boxes)  # faces not found on this frame stay a moment at their last box
-            # The eyes are looked for when the faces are (re)detected; tracked frames reuse the tilt.
-            faces, turns = self.faces_48(grey, [t.box for t in tracks], [None if full else t.angle for t in tracks])
+            # The eyes are looked for every detect_every frames; the frames between reuse each face's tilt.
+            measure = self._count % self.detect_every == 0
+            faces, turns = self.faces_48(grey, [t.box for t in tracks], [None if measure else t.angle for t in tracks])
             watch.lap("align")
             probs = self.classifier(faces)
             watch.lap("network")
