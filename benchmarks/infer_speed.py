@@ -100,7 +100,8 @@ def random_checkpoint(folder: Path) -> Path:
     from fer.module import EmotionClassifier
 
     torch.manual_seed(0)
-    model = EmotionClassifier(net={"arch": "regularized"}, input_size=44, preprocess={"image_size": 48, "align": True, "margin": 0.0, "gamma": "auto"})
+    preprocess = {"image_size": 48, "align": True, "margin": 0.0, "gamma": "auto"}
+    model = EmotionClassifier(net={"arch": "regularized"}, input_size=44, preprocess=preprocess)
     path = folder / "regularized_untrained.ckpt"
     torch.save({"fer": model.fer_meta(), "state_dict": model.state_dict()}, path)
     return path
@@ -112,7 +113,8 @@ def run_ours(video: Path, ckpt: Path, out: Path) -> dict:
     from fer.infer.app import run
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("infer", overrides=[f"source={video}", f"ckpt_path={ckpt}", f"output={out}", "overwrite=true", "display=false"])
+        overrides = [f"source={video}", f"ckpt_path={ckpt}", f"output={out}", "overwrite=true", "display=false"]
+        cfg = compose("infer", overrides=overrides)
     summary = run(cfg)
     return {"frames": summary.frames, "faces": summary.faces, "seconds": summary.seconds, "stages": summary.stages}
 
@@ -133,8 +135,9 @@ def fer_package_python(given: str | None) -> tuple[Path | None, str]:
     candidate = Path(given or os.environ.get("FER_PYPI_PYTHON") or "/opt/fer-pypi/bin/python")
     if not candidate.exists():
         return None, f"not installed: no {candidate} (see this file's docstring to install it)"
-    probe = subprocess.run([str(candidate), "-I", "-c", "import fer.fer, importlib.metadata as m; print(m.version('fer'))"],
-                           capture_output=True, text=True, cwd=tempfile.gettempdir(), env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    check = "import fer.fer, importlib.metadata as m; print(m.version('fer'))"
+    probe = subprocess.run([str(candidate), "-I", "-c", check], capture_output=True, text=True, cwd=tempfile.gettempdir(),
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if probe.returncode != 0:
         return None, f"not usable: {candidate} cannot import the fer package"
     return candidate, f"fer {probe.stdout.strip().splitlines()[-1]}"
@@ -198,7 +201,8 @@ def main():
     print(f"PyPI fer package: {fer_note}", flush=True)
 
     before = machine()
-    result = {"machine": before, "video": {"size": [640, 480], "fps": FPS, "frames": args.frames, "faces": "FER2013 test faces, 4x"},
+    video = {"size": [640, 480], "fps": FPS, "frames": args.frames, "faces": "FER2013 test faces, enlarged 4x"}
+    result = {"machine": before, "video": video,
               "checkpoint": str(ckpt) if args.ckpt else "regularized, untrained weights (same speed)",
               "torch": torch.__version__, "opencv": cv2.__version__, "fer_package": fer_note, "runs": {}}
     result["network_ms_per_face_one_core"] = network_ms_per_face(ckpt)
@@ -219,7 +223,8 @@ def main():
             entry["meets_3x"] = entry["speedup_over_fer_package"] >= SPEEDUP_OVER_FER
         result["runs"][f"{n_faces}_face" + ("s" if n_faces > 1 else "")] = entry
     result["machine_after"] = machine()
-    result["quiet"] = max(before["load_average_1_5_15"][0], result["machine_after"]["load_average_1_5_15"][0]) < 0.5 * (os.cpu_count() or 1)
+    busiest = max(before["load_average_1_5_15"][0], result["machine_after"]["load_average_1_5_15"][0])
+    result["quiet"] = busiest < 0.5 * (os.cpu_count() or 1)  # less than half the cores busy, before and after
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +235,8 @@ def main():
 
 def summary_table(result: dict) -> str:
     lines = [f"network, one face, one core: {result['network_ms_per_face_one_core']} ms",
-             f"load average before/after: {result['machine']['load_average_1_5_15'][0]} / {result['machine_after']['load_average_1_5_15'][0]}"
+             f"load average before/after: {result['machine']['load_average_1_5_15'][0]} / "
+             f"{result['machine_after']['load_average_1_5_15'][0]}"
              f" on {result['machine']['cpus']} CPUs" + ("" if result["quiet"] else "  (NOT quiet: figures are pessimistic)")]
     for name, entry in result["runs"].items():
         ours = entry["ours"]
@@ -240,7 +246,8 @@ def summary_table(result: dict) -> str:
             line += f"; fer package {entry['fer_package']['fps']} fps; {entry['speedup_over_fer_package']}x"
         lines += [line, f"  ours, ms per frame: {stages}"]
         if "fer_package" in entry:
-            lines.append("  fer package, ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in entry["fer_package"]["ms_per_frame"].items()))
+            theirs = entry["fer_package"]["ms_per_frame"]
+            lines.append("  fer package, ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in theirs.items()))
     return "\n".join(lines)
 
 

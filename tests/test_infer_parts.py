@@ -189,11 +189,14 @@ def face_result(label, p, box=(100, 100, 120, 120)):
 
 def test_box_is_drawn_in_the_emotion_colour_with_its_label():
     image = np.zeros((480, 640, 3), np.uint8)
-    Annotator(EMOTIONS).draw(image, [face_result(EMOTIONS.index("Happy"), 0.9)], fps=30.0)
+    annotator = Annotator(EMOTIONS)
+    annotator.draw(image, [face_result(EMOTIONS.index("Happy"), 0.9)])
     colour = np.array(EMOTION_COLOURS["Happy"])
     assert (image[100:221, 100] == colour).all(1).sum() > 100  # the box's left edge
     assert (image[80:100, 100:200] == colour).all(2).sum() > 100  # the label band above the box
-    assert image[5:20, 5:60].any()  # the fps counter
+    assert not image[5:20, 5:60].any()
+    annotator.draw_fps(image, 30.0)
+    assert image[5:20, 5:60].any()  # the frame rate, for the live view
 
 
 def test_low_confidence_reads_uncertain_in_grey():
@@ -242,5 +245,60 @@ def test_every_kind_of_image_is_analysed(kind, faces, classifier, tmp_path):
     results = pipeline.analyse(image)
     assert len(results) == 1 and iou(results[0].box, placed[0]) > 0.6
     assert np.isclose(results[0].probs.sum(), 1, atol=1e-4)
-    drawn = pipeline.annotate(image, results, None)
+    drawn = pipeline.annotate(image, results)
     assert drawn.dtype == np.uint8 and drawn.shape == frame.shape[:2] + (3,)
+
+
+# --- stopping: the window's q / Esc, and Ctrl-C ---------------------------------------------------
+def test_window_quits_on_q_or_esc(monkeypatch):
+    from fer.infer import sinks
+
+    keys = iter([-1, ord("x"), ord("q"), 27])
+    monkeypatch.setattr(sinks.cv2, "namedWindow", lambda *a: None)
+    monkeypatch.setattr(sinks.cv2, "imshow", lambda *a: None)
+    monkeypatch.setattr(sinks.cv2, "waitKey", lambda ms: next(keys))
+    monkeypatch.setattr(sinks.cv2, "getWindowProperty", lambda *a: 1.0)
+    window = sinks.Window()
+    image = np.zeros((4, 4, 3), np.uint8)
+    assert window.show(image) is True  # no key: go on
+    assert window.show(image) is True  # another key: go on
+    assert window.show(image) is False  # q
+    assert window.show(image) is False  # Esc
+
+
+def test_display_choice(monkeypatch):
+    from fer.errors import FerError
+    from fer.infer.sinks import wants_window
+
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert wants_window("auto") is False and wants_window(False) is False
+    with pytest.raises(FerError, match="no display"):
+        wants_window(True)
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert wants_window("auto") is True and wants_window(True) is True
+
+
+def test_ctrl_c_stops_cleanly_and_the_video_is_playable(faces, classifier, tmp_path):
+    from fer.infer.sinks import VideoFileSink
+    from fer.infer.sources import Frame
+
+    class InterruptedCamera:  # three frames, then the user presses Ctrl-C
+        kind, fps, skipped = "camera", 25.0, 0
+
+        def frames(self):
+            for i in range(3):
+                yield Frame(place_faces(faces[:1], [(200, 100)])[0], i, i / 25)
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    out = tmp_path / "live.mp4"
+    pipeline = Pipeline(classifier, Annotator(EMOTIONS), FaceAligner(), FaceDetector(), tracker=FaceTracker(),
+                        sinks=[VideoFileSink(out, 25.0, (640, 480))])
+    summary = pipeline.run(InterruptedCamera())
+    assert summary.stopped_early == "interrupted" and summary.frames == 3
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3

@@ -43,8 +43,9 @@ class FaceAligner:
             return None
         scale = EYE_SEARCH_WIDTH / region.shape[1]
         region = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        smallest, largest = int(0.12 * EYE_SEARCH_WIDTH), int(0.4 * EYE_SEARCH_WIDTH)
         found = self.eyes.detectMultiScale(region, 1.1, self.eye_min_neighbors,
-                                           minSize=(int(0.12 * EYE_SEARCH_WIDTH),) * 2, maxSize=(int(0.4 * EYE_SEARCH_WIDTH),) * 2)
+                                           minSize=(smallest, smallest), maxSize=(largest, largest))
         centres = [(ex + ew / 2, ey + eh / 2, ew) for ex, ey, ew, eh in found]
         half = EYE_SEARCH_WIDTH / 2
         left = [c for c in centres if c[0] < half]  # the eye on the image's left

@@ -17,17 +17,23 @@ from fer.infer.sources import ImageSource, VideoSource, open_source
 from fer.preprocess import IMAGE_SIZE
 
 log = logging.getLogger("fer.infer")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NEEDS_CHECKPOINT = (
     "no model given: pass ckpt_path=PATH to a checkpoint from `python train.py` "
     "(outputs/runs/<date>/<time>/checkpoints/best.ckpt)"
 )
+Source = ImageSource | VideoSource
 
 
-def require_checkpoint(ckpt_path: str | None) -> Path:
-    # When a trained model ships, conf/infer.yaml's ckpt_path default names it and this never fires.
+def resolve_checkpoint(ckpt_path: str | None) -> Path:
+    # When a trained model ships, conf/infer.yaml's ckpt_path names it (models/...) and this error
+    # no longer fires; a relative path the working directory lacks is looked for in the project.
     if not ckpt_path:
         raise FerError(NEEDS_CHECKPOINT)
-    return Path(str(ckpt_path)).expanduser()
+    path = Path(str(ckpt_path)).expanduser()
+    if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
+        return PROJECT_ROOT / path
+    return path
 
 
 def given_preprocess_keys(overrides: Iterable[str]) -> set[str]:
@@ -49,50 +55,61 @@ def face_settings(stored: Mapping | None, configured: Mapping, given: set[str]) 
     settings = {**configured, **(stored or {})}
     settings.update({k: v for k, v in configured.items() if k in given or "*" in given})
     if int(settings.get("image_size", IMAGE_SIZE)) != IMAGE_SIZE:
-        raise FerError(f"preprocess.image_size is {settings['image_size']}, but faces are prepared at {IMAGE_SIZE}x{IMAGE_SIZE} (FER2013's size)")
+        raise FerError(f"preprocess.image_size is {settings['image_size']}, "
+                       f"but faces are prepared at {IMAGE_SIZE}x{IMAGE_SIZE} (FER2013's size)")
     return settings
 
 
-def open_sinks(cfg: DictConfig, source: ImageSource | VideoSource, class_names: list[str]) -> list:
-    """The outputs a run writes; each refuses to replace an existing file unless overwrite=true."""
-    sinks = []
-    try:
-        if cfg.output:
-            sinks.append(output_sink(Path(str(cfg.output)).expanduser(), source, cfg.overwrite))
-        if cfg.predictions:
-            with_file = source.kind in ("image", "folder")
-            sinks.append(PredictionsFile(Path(str(cfg.predictions)).expanduser(), class_names, with_file, cfg.overwrite))
-    except BaseException:
-        for sink in sinks:  # an output just created must not block the next try as "already exists"
-            sink.close()
-            sink.path.unlink(missing_ok=True)
-        raise
-    return sinks
+def is_video(source: Source) -> bool:
+    return source.kind in ("video", "camera", "stream")
 
 
-def output_sink(path: Path, source: ImageSource | VideoSource, overwrite: bool):
+def output_sink(path: Path, source: Source, overwrite: bool):
+    """The annotated output that fits the source: a video, an image, or a folder of images."""
     suffix = path.suffix.lower()
-    source_paths = getattr(source, "paths", [])
-    if any(path.resolve() == p.resolve() for p in source_paths) or (source.kind == "folder" and path.resolve() == source.root.resolve()):
+    inputs = [*getattr(source, "paths", []), *([source.root] if getattr(source, "root", None) else [])]
+    if any(path.resolve() == p.resolve() for p in inputs):
         raise FerError(f"output={path} is the source itself; choose another name")
-    if source.kind in ("video", "camera", "stream"):
+    if is_video(source):
         if suffix not in VIDEO_CODECS:
-            raise FerError(f"a video source writes a video: output= must end in {', '.join(sorted(VIDEO_CODECS))}, not {path.name!r}")
+            endings = ", ".join(sorted(VIDEO_CODECS))
+            raise FerError(f"a video source writes a video: output= must end in {endings}, not {path.name!r}")
         return VideoFileSink(path, source.fps, source.size, overwrite)
     if source.kind == "image" and suffix in IMAGE_OUTPUTS:
         return ImageFileSink(path, overwrite)
     if suffix in IMAGE_OUTPUTS or suffix in VIDEO_CODECS:
-        raise FerError(f"an image {source.kind} source writes {'an image or ' if source.kind == 'image' else ''}a folder: "
-                       f"output={path} should be a folder name such as annotated/")
+        raise FerError(f"a folder source writes a folder: output={path} should be a folder name such as annotated/")
     names = [p.relative_to(source.root).as_posix() if source.root else p.name for p in source.paths]
     return FolderSink(path, names, overwrite)
 
 
-def build_pipeline(cfg: DictConfig, source: ImageSource | VideoSource, classifier: FaceClassifier, settings: Mapping) -> Pipeline:
-    video = source.kind in ("video", "camera", "stream")
+def open_sinks(output: str | None, predictions: str | None, overwrite: bool, source: Source, class_names: list[str]) -> list:
+    """The files a run writes; each refuses to replace an existing file unless overwrite=true."""
+    sinks = []
+    try:
+        if output:
+            sinks.append(output_sink(Path(str(output)).expanduser(), source, overwrite))
+        if predictions:
+            with_file = source.kind in ("image", "folder")
+            sinks.append(PredictionsFile(Path(str(predictions)).expanduser(), class_names, with_file, overwrite))
+    except BaseException as e:
+        for sink in sinks:  # a file just created must not block the next try as "already exists"
+            sink.close()
+            sink.path.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a folder that cannot be created, a file that cannot be written
+            raise FerError(f"cannot write {e.filename or 'the output'}: {e.strerror or e}") from None
+        raise
+    return sinks
+
+
+def build_pipeline(cfg: DictConfig, source: Source, classifier: FaceClassifier, settings: Mapping) -> Pipeline:
+    video = is_video(source)
+    detector = instantiate(cfg.detector) if cfg.detect else None
+    aligner = FaceAligner(settings["align"], settings["margin"], eye_cascade=cfg.eye_cascade) if cfg.detect else None
+    annotator = instantiate(cfg.draw, class_names=classifier.class_names, show_ids=cfg.draw.show_ids and video)
     window = Window() if wants_window(cfg.display) else None
     try:
-        sinks = open_sinks(cfg, source, classifier.class_names)
+        sinks = open_sinks(cfg.output, cfg.predictions, cfg.overwrite, source, classifier.class_names)
     except BaseException:
         if window is not None:
             window.close()
@@ -100,10 +117,7 @@ def build_pipeline(cfg: DictConfig, source: ImageSource | VideoSource, classifie
     if not sinks and window is None and video:
         log.info("note: no output=, predictions= or window (display is off): this run only prints a summary")
     return Pipeline(
-        classifier=classifier,
-        annotator=instantiate(cfg.draw, class_names=classifier.class_names, show_ids=cfg.draw.show_ids and video),
-        aligner=FaceAligner(settings["align"], settings["margin"], eye_cascade=cfg.eye_cascade) if cfg.detect else None,
-        detector=instantiate(cfg.detector) if cfg.detect else None,
+        classifier, annotator, aligner, detector,
         gamma=settings["gamma"],
         tracker=instantiate(cfg.tracker) if video else None,
         detect_every=cfg.detect_every,
@@ -115,27 +129,29 @@ def build_pipeline(cfg: DictConfig, source: ImageSource | VideoSource, classifie
     )
 
 
-def report(summary: RunSummary, source: ImageSource | VideoSource, pipeline: Pipeline) -> list[str]:
-    what = getattr(source, "description", None) or (str(source.root) if source.kind == "folder" else str(source.paths[0]))
-    unit = "images" if source.kind in ("image", "folder") else "frames"
-    lines = [f"{what}: {summary.frames} {unit} in {summary.seconds:.1f} s ({summary.fps:.1f} per second); "
-             f"{summary.faces} faces, {summary.frames_without_faces} {unit} without a face"]
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def report(summary: RunSummary, source: Source, sinks: list) -> list[str]:
+    unit = "frame" if is_video(source) else "image"
+    lines = [f"{source.describe()}: {plural(summary.frames, unit)} in {summary.seconds:.1f} s ({summary.fps:.1f} per second); "
+             f"{plural(summary.faces, 'face')}, {plural(summary.frames_without_faces, unit)} without a face"]
     if summary.labels:
         lines.append("labels: " + ", ".join(f"{name} {n}" for name, n in summary.labels.most_common()))
-    skipped = source.skipped if isinstance(source.skipped, int) else len(source.skipped)
-    if skipped:
-        detail = "" if isinstance(source.skipped, int) else ": " + ", ".join(source.skipped[:5]) + (" ..." if skipped > 5 else "")
-        lines.append(f"skipped {skipped} {'corrupt frames' if unit == 'frames' else 'unreadable files'}{detail}")
+    if source.skipped and is_video(source):
+        lines.append(f"skipped {plural(source.skipped, 'corrupt frame')}")
+    elif source.skipped:
+        more = " ..." if source.skipped > 5 else ""
+        lines.append(f"skipped {plural(source.skipped, 'unreadable file')}: {', '.join(source.unreadable[:5])}{more}")
     if summary.stopped_early:
         lines.append(f"stopped early: {summary.stopped_early}")
-    for sink in pipeline.sinks:
-        lines.append(f"wrote {sink.path}")
+    lines += [f"wrote {sink.path}" for sink in sinks]
     return lines
 
 
-def run(cfg: DictConfig, given_keys: set[str] = frozenset()) -> RunSummary:
-    ckpt = require_checkpoint(cfg.ckpt_path)
-    classifier = FaceClassifier.from_checkpoint(ckpt, cfg.threads)
+def run(cfg: DictConfig, given_keys: Iterable[str] = ()) -> RunSummary:
+    classifier = FaceClassifier.from_checkpoint(resolve_checkpoint(cfg.ckpt_path), cfg.threads)
     settings = face_settings(classifier.preprocess, OmegaConf.to_container(cfg.preprocess), set(given_keys))
     source = open_source(cfg.source)
     try:
@@ -144,6 +160,6 @@ def run(cfg: DictConfig, given_keys: set[str] = frozenset()) -> RunSummary:
         source.close()
         raise
     summary = pipeline.run(source)
-    for line in report(summary, source, pipeline):
+    for line in report(summary, source, pipeline.sinks):
         log.info(line)
     return summary

@@ -64,8 +64,8 @@ class Annotator:
             return f"{prefix}uncertain", UNCERTAIN_COLOUR
         return f"{prefix}{self.class_names[face.label]} {face.confidence:.0%}", self.colours[face.label]
 
-    def draw(self, image: np.ndarray, faces: Sequence[FaceResult], fps: float | None = None, scale: float = 1.0) -> np.ndarray:
-        """Draws on `image` (8-bit BGR) in place; `scale` maps face boxes onto an enlarged image."""
+    def draw(self, image: np.ndarray, faces: Sequence[FaceResult], scale: float = 1.0) -> np.ndarray:
+        """Draws the faces on `image` (8-bit BGR) in place; `scale` maps their boxes onto an enlarged image."""
         size = _Sizes(image.shape)
         for face in faces:
             box = tuple(int(round(v * scale)) for v in face.box)
@@ -75,8 +75,12 @@ class Annotator:
             _label(image, text, (x, y), colour, size)
             if self.bars:
                 self._bars(image, face, box, size)
+        return image
+
+    def draw_fps(self, image: np.ndarray, fps: float | None) -> np.ndarray:
+        # The live view only: a frame rate burnt into a saved video would be noise.
         if self.show_fps and fps:
-            _label(image, f"{fps:.1f} fps", (0, 0), (32, 32, 32), size, below=True)
+            _label(image, f"{fps:.1f} fps", (0, 0), (32, 32, 32), _Sizes(image.shape), below=True)
         return image
 
     def _bars(self, image: np.ndarray, face: FaceResult, box: tuple, size: "_Sizes"):

@@ -71,18 +71,22 @@ class Pipeline:
         self._count = 0
 
     # --- one frame ------------------------------------------------------------------------------
+    def detection_due(self) -> bool:
+        return self._count % self.detect_every == 0
+
     def find_faces(self, grey: np.ndarray) -> list[Box]:
         if self.detector is None:
             return [(0, 0, grey.shape[1], grey.shape[0])]
         if self.tracker is None:
             return self.detector.detect(grey)
-        # Each face being tracked is re-detected near its last box (cheap); the rest of the frame is
-        # searched for new faces every detect_every frames, with the tracked faces blanked out.
+        if not self.detection_due():  # between detections: follow each face by its look
+            followed = (self.tracker.follow(grey, t) for t in self.tracker.tracks)
+            return [b for b in followed if b is not None]
+        # Faces being tracked are re-detected near their last box (cheap); the rest of the frame is
+        # searched for new faces with the tracked ones blanked out.
         near = (self.detector.find_near(grey, t.box) for t in self.tracker.tracks)
         found = [b for b in near if b is not None]
-        if self._count % self.detect_every == 0:
-            found += self.detector.detect(grey, known=found)
-        return found
+        return found + self.detector.detect(grey, known=found)
 
     def faces_48(self, grey: np.ndarray, boxes: Sequence[Box], angles: Sequence[float | None]) -> tuple[np.ndarray, list[float]]:
         """(B, 48, 48) uint8, the format training sees, and the turn applied to each face.
@@ -112,37 +116,41 @@ class Pipeline:
             results = [FaceResult(i, box, p) for i, (box, p) in enumerate(zip(boxes, probs))]
         else:
             tracks = self.tracker.update(boxes)  # faces not found on this frame stay a moment at their last box
-            # The eyes are looked for every detect_every frames; the frames between reuse each face's tilt.
-            measure = self._count % self.detect_every == 0
-            faces, turns = self.faces_48(grey, [t.box for t in tracks], [None if measure else t.angle for t in tracks])
+            # The eyes are looked for on detection frames; the frames between reuse each face's tilt.
+            detected = self.detection_due()
+            faces, turns = self.faces_48(grey, [t.box for t in tracks], [None if detected else t.angle for t in tracks])
             watch.lap("align")
             probs = self.classifier(faces)
             watch.lap("network")
             results = []
             for track, p, angle in zip(tracks, probs, turns):
                 track.angle = angle
+                if detected:
+                    self.tracker.remember(grey, track)
                 results.append(FaceResult(track.id, track.box, self.tracker.smooth(track, p)))
             watch.lap("track")
         self._count += 1
         return results
 
-    def annotate(self, image: np.ndarray, faces: Sequence[FaceResult], fps: float | None) -> np.ndarray:
+    def annotate(self, image: np.ndarray, faces: Sequence[FaceResult]) -> np.ndarray:
         canvas, scale = to_bgr8(image), 1.0
         if self.enlarge_small_images:
             canvas, scale = enlarge_small(canvas)
-        return self.annotator.draw(canvas, faces, fps, scale)
+        return self.annotator.draw(canvas, faces, scale)
 
     # --- the whole source -----------------------------------------------------------------------
     def run(self, source) -> RunSummary:
         summary, fps = RunSummary(), None
-        waits_for_key = source.kind in ("image", "folder")  # a still image stays until a key is pressed
+        still = source.kind in ("image", "folder")  # a still image stays on screen until a key is pressed
+        # A video file on screen plays at its own rate rather than as fast as it can be processed.
+        pace = 1.0 / source.fps if self.window is not None and source.kind == "video" and source.fps > 0 else 0.0
         self.watch = Stopwatch()
         start = previous = time.perf_counter()
         try:
             for frame in source.frames():
                 self.watch.lap("decode")
                 faces = self.analyse(frame.image)
-                image = self.annotate(frame.image, faces, fps)
+                image = self.annotate(frame.image, faces)
                 self.watch.lap("draw")
                 for sink in self.sinks:
                     sink.write(image, frame, faces)
@@ -150,13 +158,15 @@ class Pipeline:
                 self._tally(summary, faces)
                 if self.print_faces:
                     print(describe(frame.name or f"frame {frame.index}", faces, self.annotator), flush=True)
-                if self.window is not None and not self.window.show(image, waits_for_key):
-                    summary.stopped_early = "closed by the user"
-                    break
+                if self.window is not None:
+                    wait_ms = None if still else max(1, int(1000 * (start + summary.frames * pace - time.perf_counter())))
+                    if not self.window.show(self.annotator.draw_fps(image, fps), wait_ms):
+                        summary.stopped_early = "closed by the user"
+                        break
                 self.watch.lap("display")
                 now = time.perf_counter()
-                fps = 1.0 / max(now - previous, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(now - previous, 1e-6)
-                previous = now
+                rate = 1.0 / max(now - previous, 1e-6)
+                fps, previous = (rate if fps is None else 0.9 * fps + 0.1 * rate), now
                 if self.max_frames and summary.frames >= self.max_frames:
                     summary.stopped_early = f"max_frames={self.max_frames} reached"
                     break

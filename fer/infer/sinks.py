@@ -57,11 +57,14 @@ class VideoFileSink:
 
 
 def write_image(path: Path, image: np.ndarray):
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, data = cv2.imencode(path.suffix, image)
     if not ok:
         raise FerError(f"could not encode {path} as {path.suffix}")
-    data.tofile(path)  # imencode + tofile, unlike imwrite, takes any path on every OS
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data.tofile(path)  # imencode + tofile, unlike imwrite, takes any path on every OS
+    except OSError as e:
+        raise FerError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 class ImageFileSink:
@@ -152,7 +155,8 @@ def wants_window(display: bool | str) -> bool:
             raise FerError(f"display must be auto, true or false, not {display!r}")
         display = choice in ("true", "yes", "1", "on")
     if display and not has_display():
-        raise FerError("display=true but there is no display (DISPLAY and WAYLAND_DISPLAY are unset); use display=false and output=...")
+        raise FerError("display=true but there is no display (DISPLAY and WAYLAND_DISPLAY are unset); "
+                       "use display=false and output=...")
     return bool(display)
 
 
@@ -164,17 +168,18 @@ class Window:
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as e:
-            raise FerError(f"OpenCV cannot open a window here ({str(e).strip().splitlines()[-1][:120]}); use display=false") from None
+            why = str(e).strip().splitlines()[-1][:120]
+            raise FerError(f"OpenCV cannot open a window here ({why}); use display=false") from None
 
-    def show(self, image: np.ndarray, wait_for_key: bool = False) -> bool:
-        """Shows the frame (images: until a key is pressed); False when the user asked to stop."""
+    def show(self, image: np.ndarray, wait_ms: int | None = 1) -> bool:
+        """Shows the frame for wait_ms (None: until a key is pressed); False when the user asked to stop."""
         cv2.imshow(self.title, image)
         while True:
-            key = cv2.waitKey(100 if wait_for_key else 1)
+            key = cv2.waitKey(100 if wait_ms is None else max(1, wait_ms))
             closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
             if closed or (key & 0xFF) in QUIT_KEYS:
                 return False
-            if key != -1 or not wait_for_key:
+            if key != -1 or wait_ms is not None:
                 return True
 
     def close(self):

@@ -15,7 +15,8 @@ import numpy as np
 
 from fer.errors import FerError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm", ".jp2", ".exr", ".hdr", ".sr", ".ras"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm", ".jp2",
+                  ".exr", ".hdr", ".sr", ".ras"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".3gp", ".ts", ".mts", ".gif"}
 # A file whose reads fail this many times in a row has ended (or died); fewer failures are corrupt frames.
 MAX_CONSECUTIVE_FAILURES = 25
@@ -58,17 +59,24 @@ class ImageSource:
         self.paths, self.root = paths, root
         self.kind = "folder" if root is not None else "image"
         self.fps = 0.0
-        self.skipped: list[str] = []  # files that could not be read
+        self.unreadable: list[str] = []  # files that could not be read: skipped
         self._first = first  # a single image is decoded once, when it is checked
 
     def frames(self) -> Iterator[Frame]:
         for i, path in enumerate(self.paths):
             image = self._first if (i == 0 and self._first is not None) else read_image(path)
             if image is None:
-                self.skipped.append(str(path))
+                self.unreadable.append(str(path))
                 continue
             name = str(path.relative_to(self.root)) if self.root is not None else path.name
             yield Frame(image, i, 0.0, name)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.unreadable)
+
+    def describe(self) -> str:
+        return str(self.root if self.root is not None else self.paths[0])
 
     def close(self):
         pass
@@ -104,6 +112,9 @@ class VideoSource:
             yield Frame(image, index, timestamp)
             index, image = index + 1, None
 
+    def describe(self) -> str:
+        return self.description
+
     def close(self):
         self.capture.release()
 
@@ -136,15 +147,18 @@ def open_stream(url: str) -> VideoSource:
 
 
 def open_file(path: Path) -> ImageSource | VideoSource:
-    # The suffix says which to try first; the content decides.
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        image = read_image(path)
-        if image is not None:
-            return ImageSource([path], first=image)
+    # The suffix says which to try first (a GIF may be either); the content decides.
+    video_first = path.suffix.lower() in VIDEO_SUFFIXES
+    image = None if video_first else read_image(path)
+    if image is not None:
+        return ImageSource([path], first=image)
     capture, first = _open_capture(str(path))
     if first is not None:
         return VideoSource(capture, str(path), "video", first)
     capture.release()
+    image = read_image(path) if video_first else None
+    if image is not None:
+        return ImageSource([path], first=image)
     if path.stat().st_size == 0:
         raise FerError(f"{path} is empty: not an image or a video")
     raise FerError(f"{path} is not an image or video OpenCV can read (tried it as both); {WHAT_SOURCE_CAN_BE}")

@@ -1,12 +1,17 @@
-"""Faces followed from frame to frame: each keeps an id, and its probabilities are averaged over the
-last few frames so the label does not flicker when one frame's face looks a little different."""
+"""Faces followed from frame to frame: each keeps an id, its probabilities are averaged over the
+last few frames so the label does not flicker, and between detections it is followed by matching
+a small picture of it (a template) around its last position, which costs a few hundredths of a
+millisecond where the cascade costs one or two."""
 
 from collections import deque
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from fer.infer.detect import Box, iou
+
+TEMPLATE_PX = 32  # a face is followed as a 32x32 picture: a few pixels' precision on a 200 px face
 
 
 @dataclass
@@ -15,14 +20,18 @@ class Track:
     box: Box
     history: deque = field(default_factory=deque)  # the last `window` probability vectors
     missed: int = 0  # frames in a row on which the face was not found again
-    angle: float | None = None  # its tilt from the eyes (radians), measured on full-detection frames
+    angle: float | None = None  # its tilt from the eyes (radians), measured when it was detected
+    template: np.ndarray | None = None  # (TEMPLATE_PX, TEMPLATE_PX) grey, from its last detection
 
 
 class FaceTracker:
-    def __init__(self, smooth: int = 5, min_iou: float = 0.3, max_missed: int = 5):
+    def __init__(self, smooth: int = 5, min_iou: float = 0.3, max_missed: int = 5, reach: float = 0.3, min_match: float = 0.6):
         # smooth: frames averaged (1: no smoothing); min_iou: overlap that makes a box the same face;
-        # max_missed: frames a face that was not found stays on screen at its last box.
+        # max_missed: frames a face that was not found stays on screen at its last box;
+        # reach: how far (fraction of its size) a face is looked for between detections;
+        # min_match: the template correlation below which the face counts as not found.
         self.window, self.min_iou, self.max_missed = max(1, int(smooth)), min_iou, max_missed
+        self.reach, self.min_match = reach, min_match
         self.tracks: list[Track] = []
         self._next_id = 0
 
@@ -51,3 +60,42 @@ class FaceTracker:
     def smooth(self, track: Track, probs: np.ndarray) -> np.ndarray:
         track.history.append(probs)
         return np.mean(track.history, axis=0)
+
+    def remember(self, grey: np.ndarray, track: Track):
+        """Keep the face's look on this (detection) frame, to follow it on the next ones."""
+        if track.missed == 0:
+            track.template = _region(grey, track.box, 0.0, TEMPLATE_PX / max(track.box[2], 1))
+
+    def follow(self, grey: np.ndarray, track: Track) -> Box | None:
+        """Where the face is now: the best template match within `reach` of its last box; None when
+        nothing there looks like it (it left, or turned away)."""
+        if track.template is None:
+            return None
+        x, y, w, h = track.box
+        scale = TEMPLATE_PX / max(w, 1)
+        found = _region(grey, track.box, self.reach, scale, with_origin=True)
+        if found is None:
+            return None
+        area, (x0, y0) = found
+        if area.shape[0] < TEMPLATE_PX or area.shape[1] < TEMPLATE_PX:
+            return None
+        scores = cv2.matchTemplate(area, track.template, cv2.TM_CCOEFF_NORMED)
+        _, best, _, (dx, dy) = cv2.minMaxLoc(scores)
+        if best < self.min_match:
+            return None
+        return int(round(x0 + dx / scale)), int(round(y0 + dy / scale)), w, h
+
+
+def _region(grey: np.ndarray, box: Box, reach: float, scale: float, with_origin: bool = False):
+    """The box grown by `reach` of its size on each side (clipped to the frame), shrunk by `scale`."""
+    x, y, w, h = box
+    pad = int(reach * w)
+    x0, y0 = max(0, x - pad), max(0, y - pad)
+    x1, y1 = min(grey.shape[1], x + w + pad), min(grey.shape[0], y + h + pad)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    size = (max(1, int(round((x1 - x0) * scale))), max(1, int(round((y1 - y0) * scale))))
+    if not with_origin:  # a template: exactly TEMPLATE_PX square
+        size = (TEMPLATE_PX, TEMPLATE_PX)
+    area = cv2.resize(grey[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)
+    return (area, (x0, y0)) if with_origin else area
