@@ -12,8 +12,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from fer.distributed import worker_argv
 from fer.errors import exit_on_user_error
 from fer.resume import resume_argv
+from fer.sweep import require_plugins
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
@@ -25,5 +27,6 @@ def main(cfg: DictConfig):
 
 if __name__ == "__main__":
     with exit_on_user_error():
-        sys.argv = resume_argv(sys.argv)
+        require_plugins(sys.argv)
+        sys.argv = resume_argv(worker_argv(sys.argv))  # a DDP worker rejoins rank 0's job, see fer/distributed.py
         main()

@@ -3,13 +3,22 @@
 Training sees FER2013's 48x48 grey uint8 faces; inference turns any face crop into exactly that
 (grey, gamma, resize) and from there both sides call the same `normalize` and `center_crop`, so a
 face gives the identical network input whichever side it came from.
+
+An exported ONNX model carries `to_network_input` inside its graph (traced from this code, see
+fer/export.py). torch is named here only in annotations (the tensor functions use tensor methods),
+so the numpy/OpenCV face functions import without it: the ONNX backend runs with no torch installed.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SIZE = 48  # FER2013 faces are 48x48
 

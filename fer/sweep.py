@@ -5,6 +5,7 @@ end SweepSummary ranks the jobs by validation accuracy, test accuracy beside it 
 """
 
 import csv
+import importlib.util
 import json
 import logging
 import sys
@@ -22,11 +23,13 @@ log = logging.getLogger(__name__)
 
 
 def run_job(cfg: DictConfig):
+    from fer.distributed import job_scope
     from fer.training import run  # imports torch and lightning
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        metrics = run(cfg)
+        with job_scope():  # a DDP job's processes and environment end with it, not with the sweep
+            metrics = run(cfg)
         return metrics.get("val", {}).get("acc")  # what a sweeper (e.g. Optuna) maximises
     except FerError as e:
         if not multirun:
@@ -39,6 +42,26 @@ def run_job(cfg: DictConfig):
         log.error("job failed:\n%s", traceback.format_exc())
         _record_failure(f"{type(e).__name__}: {e}")
     return None
+
+
+# Options that Hydra plugins provide. Without the plugin Hydra only says it cannot find, say,
+# hydra/launcher/submitit_slurm; this names the package to install.
+PLUGIN_OPTIONS = {
+    "hydra/launcher=slurm": "hydra-submitit-launcher",
+    "hydra/launcher=submitit_slurm": "hydra-submitit-launcher",
+    "hydra/launcher=submitit_local": "hydra-submitit-launcher",
+    "hydra/launcher=joblib": "hydra-joblib-launcher",
+    "hydra/sweeper=optuna": "hydra-optuna-sweeper",
+    "hparams_search=optuna": "hydra-optuna-sweeper",
+}
+
+
+def require_plugins(argv: list[str]):
+    """Before Hydra composes anything: every plugin the command line asks for is installed."""
+    for arg in argv[1:]:
+        package = PLUGIN_OPTIONS.get(arg.lstrip("+"))
+        if package and importlib.util.find_spec("hydra_plugins." + package.replace("-", "_")) is None:
+            raise FerError(f"{arg.lstrip('+')} needs the Hydra plugin {package}, which is not installed: pip install {package}")
 
 
 def _record_failure(message: str):

@@ -2,18 +2,20 @@
 
 import json
 import logging
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from fer import plots, runinfo
+from fer import distributed, plots, runinfo
 from fer.checkpoint import read_checkpoint
 from fer.errors import FerError
 from fer.module import EmotionClassifier
@@ -22,14 +24,21 @@ log = logging.getLogger(__name__)
 # `import lightning` hangs its own console handler on the "lightning" logger; Hydra's handlers
 # already print (and write to the run's log file) every line, so without this each shows twice.
 logging.getLogger("lightning").handlers.clear()
+# Under DDP Lightning suggests sync_dist=True for every epoch-level value; ours come from torchmetrics'
+# compute(), already summed over all ranks, so that advice (and its extra all-reduces) does not apply.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\(.*sync_dist=True")
 
 
 def run(cfg: DictConfig) -> dict:
     t0 = time.time()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     resuming = bool(cfg.train and cfg.ckpt_path)
-    if not resuming and ((run_dir / "checkpoints").exists() or (run_dir / "metrics.json").exists()):
+    distributed.keep_log_files_to_rank_zero()
+    # Rank 0 alone checks: DDP workers join the run it has started in this dir (and write nothing there).
+    if distributed.is_rank_zero() and not resuming and ((run_dir / "checkpoints").exists() or (run_dir / "metrics.json").exists()):
         raise FerError(f"{run_dir} already holds a run; choose another hydra.run.dir (nothing was overwritten)")
+    distributed.brief_workers(run_dir, hydra_cfg.overrides.task, hydra_cfg.overrides.hydra, sys.argv)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
@@ -51,11 +60,12 @@ def run(cfg: DictConfig) -> dict:
     # last.ckpt after every epoch, improved or not: what `ckpt_path=.../last.ckpt` resumes from.
     # (ModelCheckpoint's own save_last only writes when it also writes a best checkpoint.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-    callbacks = [checkpoint, last]
+    callbacks = [checkpoint, last, ShardReport()]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=cfg.early_stopping_patience))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    distributed.check_launcher_can_start_workers(str(hydra_cfg.launcher.get("_target_", "")), trainer)
 
     if cfg.train:
         if resuming:
@@ -81,6 +91,21 @@ def run(cfg: DictConfig) -> dict:
     logger.finalize("success")
     _print_summary(run_dir, metrics)
     return metrics
+
+
+class ShardReport(Callback):
+    """Under DDP each rank says how much of each split it sees: the evidence that data is split, not repeated."""
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.world_size == 1:
+            return
+        splits = trainer.datamodule.splits
+        train = trainer.train_dataloader.sampler  # Lightning's DistributedSampler: a new share each epoch
+        parts = [f"{len(train)} of {len(splits['train'])} Training faces per epoch ({type(train).__name__})"]
+        if trainer.val_dataloaders is not None:  # set up by the sanity check, when there is one
+            val = trainer.val_dataloaders.sampler
+            parts.append(f"{len(val)} of {len(splits['val'])} PublicTest faces ({type(val).__name__})")
+        log.info("rank %d of %d: %s", trainer.global_rank, trainer.world_size, ", ".join(parts))
 
 
 def _check_resumable(ckpt_path: str, model: EmotionClassifier):

@@ -7,6 +7,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data.distributed import DistributedSampler
 
 from fer.data.augment import BatchAugment
 from fer.data.cache import load_fer2013
@@ -34,6 +35,21 @@ class Faces(torch.utils.data.Dataset):
     def __getitems__(self, indices):  # DataLoader asks for a whole batch at once
         idx = torch.as_tensor(indices)
         return self.images[idx], self.labels[idx]
+
+
+class EvalShardSampler(DistributedSampler):
+    """Rank r of W evaluates faces r, r+W, r+2W, ...: every face exactly once. (DistributedSampler,
+    which Lightning would put here, pads with repeats to give all ranks the same count, so 3,589
+    faces on 2 ranks would count one face twice.) Uneven shards are fine: metrics are torchmetrics
+    states summed across ranks at the end, and no evaluation batch waits for the other ranks."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
 
 
 def _keep_batch(batch):  # __getitems__ already returns the stacked batch
@@ -108,10 +124,18 @@ class FER2013DataModule(L.LightningDataModule):
         return self._loader("train", self.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True)
 
     def val_dataloader(self):
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        return self._loader("val", self.eval_batch_size, shuffle=False, sampler=self._eval_sampler("val"))
 
     def test_dataloader(self):
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size, shuffle=False, sampler=self._eval_sampler("test"))
+
+    def _eval_sampler(self, split: str):
+        # Training keeps a plain sampler, which Lightning swaps for a DistributedSampler under DDP
+        # (a new shuffled share per rank each epoch); evaluation brings its own, which Lightning leaves alone.
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        return EvalShardSampler(self.splits[split], num_replicas=trainer.world_size, rank=trainer.global_rank)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # uint8 (B, 48, 48) travels to the device; normalising and augmenting happen there.

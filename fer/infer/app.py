@@ -1,5 +1,6 @@
 """infer.py's body: the config's plain values -> the pipeline's objects -> one run -> a summary."""
 
+import importlib.util
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,8 +21,9 @@ log = logging.getLogger("fer.infer")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NEEDS_CHECKPOINT = (
     "no model given: pass ckpt_path=PATH to a checkpoint from `python train.py` "
-    "(outputs/runs/<date>/<time>/checkpoints/best.ckpt)"
+    "(outputs/runs/<date>/<time>/checkpoints/best.ckpt), or to a .onnx from `python export.py` with backend=onnx"
 )
+BACKENDS = ("torch", "onnx")
 Source = ImageSource | VideoSource
 
 
@@ -34,6 +36,24 @@ def resolve_checkpoint(ckpt_path: str | None) -> Path:
     if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
         return PROJECT_ROOT / path
     return path
+
+
+def load_classifier(backend: str, path: Path, threads: int | None):
+    """The network that classifies the faces: a .ckpt run by PyTorch, or an exported .onnx run by onnxruntime."""
+    if backend not in BACKENDS:
+        raise FerError(f"backend must be {' or '.join(BACKENDS)}, not {backend!r}")
+    if backend == "torch":
+        if path.suffix.lower() == ".onnx":
+            raise FerError(f"{path} is an ONNX model: run it with backend=onnx "
+                           "(backend=torch runs a .ckpt from `python train.py`)")
+        if importlib.util.find_spec("torch") is None:
+            raise FerError("backend=torch needs PyTorch, which is not installed; run an exported model with backend=onnx")
+        return FaceClassifier.from_checkpoint(path, threads)
+    try:  # imported here: the torch backend must not need onnxruntime, nor this one torch
+        from fer.infer.onnx_backend import OnnxFaceClassifier
+    except ImportError as e:
+        raise FerError(f"backend=onnx needs onnxruntime ({e}): pip install onnxruntime") from None
+    return OnnxFaceClassifier.from_file(path, threads)
 
 
 def given_preprocess_keys(overrides: Iterable[str]) -> set[str]:
@@ -151,7 +171,7 @@ def report(summary: RunSummary, source: Source, sinks: list) -> list[str]:
 
 
 def run(cfg: DictConfig, given_keys: Iterable[str] = ()) -> RunSummary:
-    classifier = FaceClassifier.from_checkpoint(resolve_checkpoint(cfg.ckpt_path), cfg.threads)
+    classifier = load_classifier(cfg.backend, resolve_checkpoint(cfg.ckpt_path), cfg.threads)
     settings = face_settings(classifier.preprocess, OmegaConf.to_container(cfg.preprocess), set(given_keys))
     source = open_source(cfg.source)
     try:

@@ -1,19 +1,30 @@
-"""The trained network, restored from a checkpoint alone, classifying every face of a frame in one batch."""
+"""The trained network, restored from a checkpoint alone, classifying every face of a frame in one batch.
+
+This is the PyTorch backend; `onnx_backend.OnnxFaceClassifier` runs an exported model with the same
+interface. torch is imported inside the methods rather than at the top because the pipeline and
+app modules name this class, and the ONNX path must import them on a machine without torch.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from fer.checkpoint import load_classifier
 from fer.errors import FerError
 from fer.preprocess import IMAGE_SIZE, to_network_input
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class FaceClassifier:
     def __init__(self, net: nn.Module, class_names: Sequence[str], mean: float, std: float, input_size: int,
                  preprocess: Mapping | None = None):
+        import torch
+
         # channels_last lets oneDNN pick its faster convolutions: 1.8 instead of 2.6 ms a face on one core.
         self.net = net.eval().to(memory_format=torch.channels_last)
         self.class_names = list(class_names)
@@ -21,7 +32,11 @@ class FaceClassifier:
         self.preprocess = dict(preprocess or {})  # the face pipeline the model was trained with
 
     @classmethod
-    def from_checkpoint(cls, path: str, threads: int | None = None) -> "FaceClassifier":
+    def from_checkpoint(cls, path: str, threads: int | None = None) -> FaceClassifier:
+        import torch
+
+        from fer.checkpoint import load_classifier
+
         if threads:
             # One face is a small convolution stack: extra threads cost more in hand-over than they save,
             # and the cores are wanted for decoding and detection.
@@ -38,12 +53,16 @@ class FaceClassifier:
 
     def network_input(self, faces: np.ndarray) -> torch.Tensor:
         """(B, 48, 48) uint8 faces -> (B, 1, input_size, input_size): the training side's exact normalisation."""
+        import torch
+
         return to_network_input(torch.from_numpy(np.ascontiguousarray(faces)), self.mean, self.std, self.input_size)
 
-    @torch.inference_mode()
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         """(B, 48, 48) uint8 faces -> (B, classes) probabilities, all faces in one batch."""
+        import torch
+
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        x = self.network_input(faces).contiguous(memory_format=torch.channels_last)
-        return torch.softmax(self.net(x), dim=1).numpy()
+        with torch.inference_mode():
+            x = self.network_input(faces).contiguous(memory_format=torch.channels_last)
+            return torch.softmax(self.net(x), dim=1).numpy()

@@ -1,0 +1,128 @@
+"""A checkpoint -> an ONNX model that runs anywhere onnxruntime does, without torch.
+
+The graph takes 48x48 grey uint8 faces (batch, 48, 48) and returns probabilities (batch, classes):
+the normalisation and centre crop are traced from `fer.preprocess.to_network_input`, the function
+training uses, so a deployment cannot normalise differently. Class names, statistics, input size,
+face settings and the architecture spec travel as metadata_props (`fer.infer.onnx_backend`).
+
+Exporter: torch's TorchScript-based one (`dynamo=False`). It needs only the `onnx` package, takes
+0.2 s and handles these plain conv stacks completely (the check against PyTorch below proves it on
+every export). The newer torch.export-based exporter, torch's default since 2.9, needs `onnxscript`
+as well and takes about 3 s; nothing in a network this simple needs what it adds.
+"""
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+import fer
+from fer.checkpoint import load_classifier
+from fer.errors import FerError
+from fer.infer.onnx_backend import INPUT, OUTPUT, metadata_props, open_session
+from fer.preprocess import IMAGE_SIZE, to_network_input
+
+OPSET = 17  # onnxruntime >= 1.13 and every torch >= 2.2 support it
+OPSETS = range(13, 21)  # 13: Softmax over one axis; 20: the newest the TorchScript exporter writes
+MAX_DIFFERENCE = 1e-4  # largest probability difference to PyTorch an export may have
+
+
+class FaceProbabilities(nn.Module):
+    """What the exported graph computes: uint8 faces (B, 48, 48) -> probabilities (B, classes)."""
+
+    def __init__(self, net: nn.Module, mean: float, std: float, input_size: int):
+        super().__init__()
+        self.net, self.mean, self.std, self.input_size = net, mean, std, input_size
+        self.eval()  # the exporter restores this mode afterwards: it must be eval, or dropout comes back on
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        x = to_network_input(faces, self.mean, self.std, self.input_size)  # (B, 1, input_size, input_size)
+        return torch.softmax(self.net(x), dim=1)
+
+
+def output_path(ckpt_path: Path, output: str | None) -> Path:
+    path = Path(str(output)).expanduser() if output else ckpt_path.with_suffix(".onnx")
+    if path.suffix.lower() != ".onnx":
+        raise FerError(f"output={path} should end in .onnx")
+    return path
+
+
+def trace(model: FaceProbabilities, opset: int) -> onnx.ModelProto:
+    faces = torch.zeros((2, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+    buffer = io.BytesIO()
+    # The exporter's warnings are kept from the user: a deprecation notice on every call (the choice is
+    # deliberate, see above) and a TracerWarning that the face's 48x48 becomes a constant (it is; only
+    # the batch axis is dynamic). What matters is checked instead: largest_difference() runs the
+    # result against PyTorch at another batch size.
+    with warnings.catch_warnings(record=True):
+        try:
+            torch.onnx.export(model, (faces,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT],
+                              output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+        except Exception as e:  # an opset this torch does not know, or one without an operator the model uses
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise FerError(f"torch could not export the model at opset={opset} ({first}); opset={OPSET} works") from None
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def largest_difference(model: FaceProbabilities, proto: onnx.ModelProto) -> float:
+    # A batch size other than the traced one, so the batch axis is proven dynamic too.
+    faces = np.random.default_rng(0).integers(0, 256, (5, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(faces)).numpy()
+    got = open_session(proto.SerializeToString()).run(None, {INPUT: faces})[0]
+    return float(np.abs(got - expected).max())
+
+
+def write_atomically(proto: onnx.ModelProto, path: Path, overwrite: bool):
+    # Written beside the target and renamed, so an interrupted export never leaves half a model.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        part.write_bytes(proto.SerializeToString())
+        if path.exists() and not overwrite:  # checked again: it may have appeared meanwhile
+            raise FerError(f"{path} already exists; choose another output= or pass overwrite=true to replace it")
+        os.replace(part, path)
+    except OSError as e:
+        raise FerError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def export_onnx(ckpt_path: str | Path, output: str | None = None, overwrite: bool = False,
+                opset: int = OPSET) -> tuple[Path, dict]:
+    """checkpoint -> (the .onnx written, facts about it: meta, largest difference to PyTorch)."""
+    if not ckpt_path:
+        raise FerError("no checkpoint given: pass ckpt_path=PATH to a .ckpt from `python train.py`")
+    ckpt_path = Path(str(ckpt_path)).expanduser()
+    if ckpt_path.suffix.lower() == ".onnx":
+        raise FerError(f"{ckpt_path} is already an ONNX model; export.py reads a .ckpt from `python train.py`")
+    path = output_path(ckpt_path, output)
+    if opset not in OPSETS:  # checked first: torch answers a bad one with a dump of the whole graph
+        raise FerError(f"opset={opset} is not one this exporter writes for these models; use {OPSETS[0]}..{OPSETS[-1]} "
+                       f"(default {OPSET})")
+    if path.exists() and not overwrite:
+        raise FerError(f"{path} already exists; choose another output= or pass overwrite=true to replace it")
+    try:
+        net, meta = load_classifier(ckpt_path)
+    except (KeyError, IndexError, TypeError, UnicodeDecodeError) as e:  # what torch's safe unpickler raises on junk
+        raise FerError(f"{ckpt_path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
+                       "pass the .ckpt written by `python train.py`") from None
+    model = FaceProbabilities(net, meta["mean"], meta["std"], meta["input_size"])
+
+    proto = trace(model, opset)
+    proto.producer_name, proto.producer_version = "fer", fer.__version__
+    proto.doc_string = (f"fer emotion classifier ({meta['net'].get('arch')}): {INPUT} uint8 (batch, {IMAGE_SIZE}, {IMAGE_SIZE}) "
+                        f"grey faces -> {OUTPUT} float (batch, {len(meta['class_names'])}) in class_names order")
+    onnx.helper.set_model_props(proto, metadata_props(meta, ckpt_path, fer.__version__))
+    onnx.checker.check_model(proto)
+    difference = largest_difference(model, proto)
+    if difference > MAX_DIFFERENCE:
+        raise FerError(f"the exported model differs from PyTorch by {difference:.2g} (more than {MAX_DIFFERENCE}); "
+                       f"try another opset (opset={opset} now)")
+    write_atomically(proto, path, overwrite)
+    return path, {**meta, "difference": difference}

@@ -1,0 +1,146 @@
+"""The ONNX backend: a model written by `python export.py`, run by onnxruntime, without torch.
+
+The exported graph takes what the pipeline already has, 48x48 grey uint8 faces (B, 48, 48), and
+returns probabilities (B, classes): normalisation and centre crop are inside it, traced from the
+training code's own `to_network_input`, so there is no second copy of them to drift. Everything
+else the pipeline needs (class names, face settings) is read from the model's metadata_props,
+which `metadata_props` below defines and `fer/export.py` writes.
+
+Nothing here may import torch (a test runs this path and checks `sys.modules`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from fer.errors import FerError
+from fer.preprocess import IMAGE_SIZE
+
+FORMAT = 1
+MARKER = "fer_format"  # the key that says "exported by fer", its value the format version
+REQUIRED = ("class_names", "mean", "std", "input_size", "preprocess", "net")
+INPUT, OUTPUT = "faces", "probs"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def metadata_props(meta: Mapping, checkpoint: Path, fer_version: str) -> dict[str, str]:
+    """A checkpoint's "fer" entry -> ONNX metadata_props (string values; JSON where not plain text)."""
+    props = {MARKER: str(FORMAT), "fer_version": fer_version}
+    props.update({key: json.dumps(meta.get(key)) for key in REQUIRED})
+    # Which checkpoint this came from: infer.py backend=onnx ckpt_path=X.ckpt refuses a stale X.onnx.
+    props.update(checkpoint=checkpoint.name, checkpoint_sha256=file_sha256(checkpoint))
+    return props
+
+
+def read_metadata(props: Mapping[str, str], path: Path) -> dict:
+    """metadata_props -> the values `metadata_props` stored; FerError for a model that is not ours."""
+    hint = "export one with `python export.py ckpt_path=PATH.ckpt`"
+    if MARKER not in props:
+        raise FerError(f"{path} is an ONNX model, but not one exported by fer (no {MARKER!r} metadata); {hint}")
+    if not props[MARKER].isdigit() or int(props[MARKER]) > FORMAT:
+        raise FerError(f"{path} was exported by a newer fer (format {props[MARKER]!r}); upgrade fer")
+    missing = [key for key in REQUIRED if key not in props]
+    if missing:
+        raise FerError(f"{path} lacks the fer metadata {', '.join(missing)}; re-export it: {hint}")
+    try:
+        meta = {key: json.loads(props[key]) for key in REQUIRED}
+    except json.JSONDecodeError as e:
+        raise FerError(f"{path} has damaged fer metadata ({e}); re-export it: {hint}") from None
+    return {**meta, "checkpoint": props.get("checkpoint"), "checkpoint_sha256": props.get("checkpoint_sha256")}
+
+
+def export_beside(checkpoint: Path) -> Path:
+    """For backend=onnx ckpt_path=X.ckpt: the X.onnx that export.py wrote beside it.
+
+    A .ckpt is never exported on the fly: that needs torch, which this path must not import."""
+    if not checkpoint.is_file():
+        raise FerError(f"checkpoint not found: {checkpoint}")
+    beside = checkpoint.with_suffix(".onnx")
+    if not beside.is_file():
+        raise FerError(f"backend=onnx runs an exported model and {checkpoint.name} is a PyTorch checkpoint: export it first "
+                       f"with `python export.py ckpt_path={checkpoint}` (it writes {beside.name} beside it)")
+    return beside
+
+
+def check_exported_from(checkpoint: Path, model: Path, meta: Mapping):
+    # The .onnx beside a checkpoint is used only if it was exported from that very file: a model
+    # retrained or replaced since its export must not run under the new checkpoint's name.
+    if meta.get("checkpoint_sha256") != file_sha256(checkpoint):
+        raise FerError(f"{model} was exported from another model than {checkpoint.name} "
+                       f"(from {meta.get('checkpoint') or 'an unknown checkpoint'}); "
+                       f"re-export it with `python export.py ckpt_path={checkpoint} overwrite=true`")
+
+
+def open_session(model: str | Path | bytes, threads: int | None = None):
+    """An onnxruntime CPU session; `model` is a path or the serialised model. FerError if it is not ONNX."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its graph-optimisation notices mean nothing to a user of infer.py
+    if threads:
+        # As for torch: a few faces a frame are too little work to share out, and the cores are
+        # wanted for decoding and detection.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        source = model if isinstance(model, bytes) else str(model)
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise FerError(f"{model if not isinstance(model, bytes) else 'the model'} is not an ONNX model onnxruntime can run "
+                       f"({first}); backend=onnx needs a .onnx written by `python export.py`") from None
+
+
+class OnnxFaceClassifier:
+    def __init__(self, session, class_names: Sequence[str], mean: float, std: float, input_size: int,
+                 preprocess: Mapping | None = None):
+        self.session = session
+        self.class_names = list(class_names)
+        self.mean, self.std, self.input_size = mean, std, input_size  # inside the graph; kept for reference
+        self.preprocess = dict(preprocess or {})  # the face pipeline the model was trained with
+        self.input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def from_file(cls, path: str | Path, threads: int | None = None) -> OnnxFaceClassifier:
+        """ckpt_path as given to infer.py (an .onnx, or a .ckpt with its export beside it) -> classifier."""
+        asked = Path(path).expanduser()
+        model = export_beside(asked) if asked.suffix.lower() == ".ckpt" else asked
+        if not model.is_file():
+            raise FerError(f"model not found: {model}")
+        session = open_session(model, threads)
+        meta = read_metadata(session.get_modelmeta().custom_metadata_map, model)
+        if model != asked:
+            check_exported_from(asked, model, meta)
+        check_graph(session, len(meta["class_names"]), model)
+        classifier = cls(session, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta["preprocess"])
+        classifier(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # the first call pays one-off set-up costs
+        return classifier
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        """(B, 48, 48) uint8 faces -> (B, classes) probabilities, all faces in one batch."""
+        if len(faces) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(faces, dtype=np.uint8)})[0]
+
+
+def check_graph(session, n_classes: int, path: Path):
+    """The graph must be what the metadata describes: (B, 48, 48) uint8 faces in, (B, classes) out."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    ok = (len(inputs) == 1 and inputs[0].type == "tensor(uint8)" and list(inputs[0].shape[1:]) == [IMAGE_SIZE, IMAGE_SIZE]
+          and len(outputs) == 1 and list(outputs[0].shape[1:]) == [n_classes])
+    if not ok:
+        got = ", ".join(f"{a.name} {a.type} {a.shape}" for a in [*inputs, *outputs])
+        raise FerError(f"{path}: the graph does not fit its fer metadata (expected uint8 faces (batch, {IMAGE_SIZE}, "
+                       f"{IMAGE_SIZE}) in and (batch, {n_classes}) probabilities out; it has {got}); "
+                       "it was exported from another model: re-export it with `python export.py`")
