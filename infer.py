@@ -1,10 +1,10 @@
 """Emotion recognition on a camera, a video, an image or a folder of images.
 
-    python infer.py source=0 ckpt_path=best.ckpt                        # first webcam, live window
-    python infer.py source=clip.mp4 output=clip_annotated.mp4 ckpt_path=best.ckpt
-    python infer.py source=photo.jpg output=photo_annotated.jpg ckpt_path=best.ckpt
-    python infer.py source=photos/ output=annotated/ predictions=preds.csv ckpt_path=best.ckpt
-    python infer.py source=crops/ detect=false predictions=preds.csv ckpt_path=best.ckpt   # 48x48 faces
+    python infer.py source=0 # first webcam, live window
+    python infer.py source=clip.mp4 output=clip_annotated.mp4
+    python infer.py source=photo.jpg output=photo_annotated.jpg
+    python infer.py source=photos/ output=annotated/ predictions=preds.csv
+    python infer.py source=crops/ detect=false predictions=preds.csv   # 48x48 faces
 """
 
 import sys

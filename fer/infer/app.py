@@ -28,8 +28,8 @@ Source = ImageSource | VideoSource
 
 
 def resolve_checkpoint(ckpt_path: str | None) -> Path:
-    # When a trained model ships, conf/infer.yaml's ckpt_path names it (models/...) and this error
-    # no longer fires; a relative path the working directory lacks is looked for in the project.
+    # conf/infer.yaml names the shipped model; a relative path the working directory lacks is
+    # looked for in the project, so infer.py works from any directory.
     if not ckpt_path:
         raise FerError(NEEDS_CHECKPOINT)
     path = Path(str(ckpt_path)).expanduser()

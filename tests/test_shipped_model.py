@@ -1,0 +1,50 @@
+"""The shipped model is what the README says it is, and infer.py uses it with no ckpt_path."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_cli
+
+from fer.checkpoint import load_classifier
+from fer.preprocess import to_network_input
+
+SHIPPED = ROOT / "fer" / "weights" / "fer2013_regularized.ckpt"
+
+
+def readme_test_accuracy() -> float:
+    m = re.search(r"Shipped model: PrivateTest accuracy \*\*([0-9.]+)%\*\*", (ROOT / "README.md").read_text())
+    assert m, "README must state the shipped model's PrivateTest accuracy"
+    return float(m.group(1))
+
+
+def test_shipped_model_is_small_and_self_contained():
+    assert SHIPPED.stat().st_size < 5_000_000
+    net, meta = load_classifier(SHIPPED)
+    assert meta["net"]["arch"] == "regularized" and meta["class_names"][3] == "Happy"
+
+
+@pytest.mark.slow
+def test_shipped_model_privatetest_accuracy_matches_the_readme(fer2013):
+    net, meta = load_classifier(SHIPPED)
+    images, labels = fer2013.split("test")
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(labels), 512):
+            x = to_network_input(torch.from_numpy(images[i : i + 512]), meta["mean"], meta["std"], meta["input_size"])
+            preds.append(net(x).argmax(1).numpy())
+    acc = 100 * float((np.concatenate(preds) == labels).mean())
+    assert abs(acc - readme_test_accuracy()) <= 0.5, acc
+
+
+def test_infer_uses_the_shipped_model_by_default(tmp_path, real_faces):
+    import cv2
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i, face in enumerate(real_faces[0]):
+        cv2.imwrite(str(crops / f"{i}.png"), face)
+    r = run_cli([str(ROOT / "infer.py"), f"source={crops}", "detect=false", "display=false", f"predictions={tmp_path / 'p.csv'}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 1 + len(real_faces[0])
