@@ -249,7 +249,7 @@ def bad_inputs(tmp_path, ckpt, clip_path):
     taken = tmp_path / "taken.mp4"
     taken.write_bytes(b"x")
     return {
-        "no checkpoint": (["source=x.jpg"], "pass ckpt_path="),
+        "no checkpoint": (["source=x.jpg", "ckpt_path=null"], "pass ckpt_path="),
         "missing checkpoint": ([f"ckpt_path={tmp_path / 'nope.ckpt'}"], "checkpoint not found"),
         "not our checkpoint": ([f"ckpt_path={text}"], "is not a fer checkpoint"),
         "missing source": ([f"ckpt_path={ckpt}", f"source={tmp_path / 'nope.mp4'}"], "source not found"),
