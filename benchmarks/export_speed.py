@@ -11,8 +11,6 @@ and their measurements are interleaved so a change in load hits both alike.
 """
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -20,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from infer_speed import FRAMES, ROOT, machine, make_videos, median_run, random_checkpoint  # noqa: E402  (puts ROOT on sys.path)
+from infer_speed import FRAMES, ROOT, machine, make_videos, median_run, random_checkpoint, write_result  # noqa: E402  (puts ROOT on sys.path)
 
 BACKENDS = ("torch", "onnx")
 
@@ -108,15 +106,7 @@ def main():
             runs[name].append(run_infer(video, ckpt if name == "torch" else model, name, args.threads, workdir / f"{name}.mp4"))
     result["end_to_end"] = {"video": {"size": [640, 480], "frames": args.frames, "faces": 1},
                             **{name: median_run(r) for name, r in runs.items()}}
-    result["machine_after"] = machine()
-    busiest = max(before["load_average_1_5_15"][0], result["machine_after"]["load_average_1_5_15"][0])
-    result["quiet"] = busiest < 0.5 * (os.cpu_count() or 1)  # less than half the cores busy, before and after
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(summary_table(result))
-    print(f"wrote {out}")
+    write_result(result, before, args.out, summary_table)
 
 
 def summary_table(result: dict) -> str:

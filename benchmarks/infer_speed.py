@@ -222,14 +222,19 @@ def main():
             entry["speedup_over_fer_package"] = round(entry["ours"]["fps"] / entry["fer_package"]["fps"], 2)
             entry["meets_3x"] = entry["speedup_over_fer_package"] >= SPEEDUP_OVER_FER
         result["runs"][f"{n_faces}_face" + ("s" if n_faces > 1 else "")] = entry
+    write_result(result, before, args.out, summary_table)
+
+
+def write_result(result: dict, before: dict, out: str, summarize) -> None:
+    """Record the load after the run (a busy machine makes the figures pessimistic), write the JSON, print the table."""
     result["machine_after"] = machine()
     busiest = max(before["load_average_1_5_15"][0], result["machine_after"]["load_average_1_5_15"][0])
     result["quiet"] = busiest < 0.5 * (os.cpu_count() or 1)  # less than half the cores busy, before and after
 
-    out = Path(args.out)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(summary_table(result))
+    print(summarize(result))
     print(f"wrote {out}")
 
 
