@@ -44,13 +44,19 @@ def to_network_input(faces: torch.Tensor, mean: float, std: float, input_size: i
     return center_crop(normalize(faces, mean, std), input_size)
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Any bit depth (8 or 16 bit, float in 0..1 or 0..255) -> uint8, channels untouched."""
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        hi = 1.0 if image.dtype.kind == "f" and float(image.max(initial=0)) <= 1.0 else 255.0
+        return np.clip(image.astype(np.float32) * (255.0 / hi), 0, 255).astype(np.uint8)
+    return image
+
+
 def to_grey(image: np.ndarray) -> np.ndarray:
     """Any OpenCV image (grey, BGR, BGRA; 8 or 16 bit; float) -> 2-D uint8 grey."""
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        hi = 1.0 if image.dtype.kind == "f" and float(image.max(initial=0)) <= 1.0 else 255.0
-        image = np.clip(image.astype(np.float32) * (255.0 / hi), 0, 255).astype(np.uint8)
+    image = to_uint8(image)
     if image.ndim == 2:
         return image
     if image.shape[2] == 1:

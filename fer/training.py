@@ -86,7 +86,7 @@ def run(cfg: DictConfig) -> dict:
     train_eval = _evaluate_train_split(model, datamodule, trainer) if cfg.train and cfg.eval_train_split else None
     metrics = _metrics_json(cfg, model, trainer, checkpoint, train_eval, time.time() - t0)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _figures(run_dir, model, cfg)
+    _figures(run_dir, model)
     logger.log_hyperparams(_flat_hparams(cfg), {"hp/val_acc": metrics["val"].get("acc") or 0.0, "hp/test_acc": metrics["test"]["acc"]})
     logger.finalize("success")
     _print_summary(run_dir, metrics)
@@ -165,7 +165,7 @@ def _metrics_json(cfg, model, trainer, checkpoint, train_eval, wall) -> dict:
     }
 
 
-def _figures(run_dir: Path, model: EmotionClassifier, cfg):
+def _figures(run_dir: Path, model: EmotionClassifier):
     if model.history:
         plots.save(plots.curves_figure(model.history, f"{model.net_spec['arch']}: accuracy and loss per epoch"), run_dir / "curves.png")
     acc = model.test_results["test/acc"]

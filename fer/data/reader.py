@@ -133,7 +133,7 @@ def _read_csv_stream(open_text, bad: _BadRows) -> FerData:
                 if usage not in USAGE_TO_SPLIT:
                     bad(f"line {line}", f"Usage {usage!r} is not one of {', '.join(USAGE_TO_SPLIT)}")
                     continue
-                if pix.count(" ") != PIXELS - 1:  # the cheap test; _check_pixels names the exact problem
+                if pix.count(" ") != PIXELS - 1:  # the cheap test; _pixel_problem names the exact problem
                     problem = _pixel_problem(pix)
                     if problem:
                         bad(f"line {line}", problem)

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from fer.infer.faces import FaceResult
+from fer.preprocess import to_uint8
 
 # BGR, one per FER2013 emotion; names a checkpoint may add get PALETTE colours by position.
 EMOTION_COLOURS = {
@@ -26,11 +27,7 @@ SMALLEST_READABLE_SIDE = 360  # images smaller than this are enlarged before dra
 
 def to_bgr8(image: np.ndarray) -> np.ndarray:
     """Any decoded frame (grey, BGR, BGRA; 8 or 16 bit; float) -> 8-bit BGR to draw on and write."""
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        hi = 1.0 if image.dtype.kind == "f" and float(image.max(initial=0)) <= 1.0 else 255.0
-        image = np.clip(image.astype(np.float32) * (255.0 / hi), 0, 255).astype(np.uint8)
+    image = to_uint8(image)
     if image.ndim == 2 or image.shape[2] == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:
