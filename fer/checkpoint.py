@@ -2,6 +2,7 @@
 architecture spec, class names, normalisation statistics, input size and preprocessing settings,
 all plain Python types, so loading needs neither Hydra nor unpickling of arbitrary objects."""
 
+import os
 from pathlib import Path
 
 import torch
@@ -45,11 +46,28 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
     return net.eval(), meta
 
 
-def save_slim(src: str | Path, dst: str | Path, half: bool = True) -> Path:
+def _save_atomically(ckpt: dict, dst: Path):
+    # Written beside the target and renamed: an interrupted save never leaves half a checkpoint.
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    part = dst.with_name(f".{dst.name}.{os.getpid()}.part")
+    try:
+        torch.save(ckpt, part)
+        os.replace(part, dst)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def save_slim(src: str | Path, dst: str | Path, half: bool = True, meta_updates: dict | None = None) -> Path:
     """A small inference-only copy of a training checkpoint: weights (fp16 by default) and meta."""
     ckpt = read_checkpoint(src)
     weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"fer": ckpt["fer"], "state_dict": weights}, dst)
+    _save_atomically({"fer": {**ckpt["fer"], **(meta_updates or {})}, "state_dict": weights}, dst)
     return dst
+
+
+def update_meta(path: str | Path, **entries) -> None:
+    """Add entries to a checkpoint's "fer" meta in place (the temperatures fitted after training)."""
+    ckpt = read_checkpoint(path)
+    ckpt["fer"].update(entries)
+    _save_atomically(ckpt, Path(path))

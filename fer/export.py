@@ -35,14 +35,15 @@ MAX_DIFFERENCE = 1e-4  # largest probability difference to PyTorch an export may
 class FaceProbabilities(nn.Module):
     """What the exported graph computes: uint8 faces (B, 48, 48) -> probabilities (B, classes)."""
 
-    def __init__(self, net: nn.Module, mean: float, std: float, input_size: int):
+    def __init__(self, net: nn.Module, mean: float, std: float, input_size: int, temperature: float = 1.0):
         super().__init__()
         self.net, self.mean, self.std, self.input_size = net, mean, std, input_size
+        self.temperature = float(temperature)  # the centre crop's calibration (fer.calibration), baked into the graph
         self.eval()  # the exporter restores this mode afterwards: it must be eval, or dropout comes back on
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         x = to_network_input(faces, self.mean, self.std, self.input_size)  # (B, 1, input_size, input_size)
-        return torch.softmax(self.net(x), dim=1)
+        return torch.softmax(self.net(x) / self.temperature, dim=1)
 
 
 def output_path(ckpt_path: Path, output: str | None) -> Path:
@@ -112,7 +113,7 @@ def export_onnx(ckpt_path: str | Path, output: str | None = None, overwrite: boo
     except (KeyError, IndexError, TypeError, UnicodeDecodeError) as e:  # what torch's safe unpickler raises on junk
         raise FerError(f"{ckpt_path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
                        "pass the .ckpt written by `python train.py`") from None
-    model = FaceProbabilities(net, meta["mean"], meta["std"], meta["input_size"])
+    model = FaceProbabilities(net, meta["mean"], meta["std"], meta["input_size"], meta.get("temperature", {}).get("none", 1.0))
 
     proto = trace(model, opset)
     proto.producer_name, proto.producer_version = "fer", fer.__version__

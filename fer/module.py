@@ -3,6 +3,7 @@
 import inspect
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
@@ -16,6 +17,7 @@ from fer.errors import FerError
 from fer.labels import EMOTIONS
 from fer.models import build_net
 from fer.plots import confusion_figure
+from fer.tta import check_mode, eval_logits
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class EmotionClassifier(L.LightningModule):
         channels_last: bool = False,
         class_names: Sequence[str] = EMOTIONS,
         preprocess: Mapping | None = None,
+        tta: str = "none",
     ):
         super().__init__()
         # `net` is a plain spec such as {"arch": "regularized", "widths": [...]}; `dropout` is kept
@@ -59,6 +62,11 @@ class EmotionClassifier(L.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         self.class_names = list(class_names)
         self.preprocess = dict(preprocess or {})
+        # Test-time augmentation for the test split (fer.tta); validation stays on the centre crop,
+        # cheap every epoch and the same for every setting, so model selection does not depend on it.
+        self.tta = check_mode(tta)
+        # Temperature per TTA mode, fitted on PublicTest after training (fer.calibration); 1 = as trained.
+        self.temperatures: dict[str, float] = {}
         # Stored in every checkpoint: the training split's statistics and the loss weights.
         self.register_buffer("pixel_mean", torch.tensor(0.5))
         self.register_buffer("pixel_std", torch.tensor(0.25))
@@ -70,6 +78,7 @@ class EmotionClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.history: list[dict] = []  # one row per epoch; kept in checkpoints so resumed runs plot whole curves
         self.test_results: dict = {}
+        self._epoch_started: float | None = None
 
     # --- building from a checkpoint -------------------------------------------------------------
     @classmethod
@@ -83,6 +92,7 @@ class EmotionClassifier(L.LightningModule):
         if any(k.startswith("net.") for k in missing + unexpected):
             raise FerError(f"{path}: weights do not fit the stored architecture {spec.get('arch')!r}")
         model.history = list(meta.get("history", []))
+        model.temperatures = dict(meta.get("temperature", {}))
         return model
 
     def fer_meta(self) -> dict:
@@ -95,6 +105,7 @@ class EmotionClassifier(L.LightningModule):
             "input_size": self.input_size,
             "preprocess": self.preprocess,
             "history": self.history,
+            "temperature": self.temperatures,
         }
 
     def on_save_checkpoint(self, checkpoint):
@@ -105,6 +116,7 @@ class EmotionClassifier(L.LightningModule):
         if meta.get("net") != self.net_spec:
             raise FerError(f"the checkpoint holds a different network ({meta.get('net')}) than the config ({self.net_spec})")
         self.history = list(meta.get("history", []))
+        self.temperatures = dict(meta.get("temperature", {}))
 
     # --- setup ----------------------------------------------------------------------------------
     def setup(self, stage: str):
@@ -143,9 +155,9 @@ class EmotionClassifier(L.LightningModule):
         self.log("train/loss_step", loss.detach(), prog_bar=True, logger=False)
         return loss
 
-    def _eval_step(self, batch, loss_metric, metrics):
-        x, y = batch
-        logits = self(x)
+    def _eval_step(self, batch, loss_metric, metrics, tta: str = "none"):
+        x, y = batch  # (B, 1, 48, 48) normalised: the views (centre crop, or TTA) are taken here
+        logits = eval_logits(self, x, self.input_size, tta)
         loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
         metrics.update(logits, y)
 
@@ -153,7 +165,7 @@ class EmotionClassifier(L.LightningModule):
         self._eval_step(batch, self.val_loss, self.val_metrics)
 
     def test_step(self, batch, batch_idx):
-        self._eval_step(batch, self.test_loss, self.test_metrics)
+        self._eval_step(batch, self.test_loss, self.test_metrics, self.tta)
 
     # --- epoch ends: compute once, log scalars, draw the confusion matrix -------------------------
     def _finish(self, stage: str, loss_metric, metrics) -> dict:
@@ -189,6 +201,9 @@ class EmotionClassifier(L.LightningModule):
             # validation, and the history they carry must include this epoch.
             self._close_epoch(val)
 
+    def on_train_epoch_start(self):
+        self._epoch_started = time.monotonic()
+
     def on_train_epoch_end(self):
         if not self.history or self.history[-1]["epoch"] != self.current_epoch:  # no validation this epoch
             self._close_epoch({})
@@ -200,7 +215,11 @@ class EmotionClassifier(L.LightningModule):
         self.train_loss.reset()
         lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else math.nan
         self.log_dict({"train/loss": train_loss, "train/acc": train_acc, "train/lr": lr})
-        row = {"epoch": self.current_epoch, "train/loss": train_loss, "train/acc": train_acc, "lr": lr}
+        # Wall time of training and validation so far, summed over resumed sessions: the x axis of
+        # the accuracy-vs-time curves that compare recipes.
+        epoch_s = time.monotonic() - self._epoch_started if self._epoch_started is not None else 0.0
+        elapsed = (self.history[-1].get("time_s", 0.0) if self.history else 0.0) + epoch_s
+        row = {"epoch": self.current_epoch, "train/loss": train_loss, "train/acc": train_acc, "lr": lr, "time_s": round(elapsed, 1)}
         row.update({k: v for k, v in val.items() if k.startswith("val/")})
         self.history.append(row)
         if self.trainer.is_global_zero:

@@ -50,3 +50,31 @@ def curves_figure(history: list[dict], title: str = ""):
 def save(fig, path):
     fig.savefig(path)
     plt.close(fig)
+
+
+def reliability_figure(before: dict, after: dict, title: str = ""):
+    """Accuracy against confidence, per confidence bin, before and after temperature scaling.
+
+    `before`/`after` come from fer.calibration.reliability. Bars on the diagonal are perfectly
+    calibrated; the hatched part is each bin's gap; the grey line is the share of faces per bin.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.2), dpi=100, sharey=True)
+    for ax, r, name in zip(axes, (before, after), ("as trained", "temperature-scaled")):
+        count = np.asarray(r["count"], dtype=float)
+        acc, conf = np.asarray(r["accuracy"]), np.asarray(r["confidence"])
+        n = len(count)
+        left = np.arange(n) / n
+        has = count > 0
+        ax.bar(left[has], acc[has], width=1 / n, align="edge", color="tab:blue", edgecolor="black", lw=0.5, label="accuracy")
+        ax.bar(left[has], (conf - acc)[has], bottom=acc[has], width=1 / n, align="edge", color="tab:red", alpha=0.35,
+               hatch="//", edgecolor="tab:red", lw=0.5, label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.plot(left + 0.5 / n, count / max(count.sum(), 1), color="grey", lw=1, label="share of faces")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top class probability)", title=f"{name}: ECE {r['ece']:.1%}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="upper left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -15,10 +15,11 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from fer import distributed, plots, runinfo
-from fer.checkpoint import read_checkpoint
+from fer import calibration, distributed, plots, runinfo
+from fer.checkpoint import read_checkpoint, save_slim, update_meta
 from fer.errors import FerError
 from fer.module import EmotionClassifier
+from fer.tta import check_mode
 
 log = logging.getLogger(__name__)
 # `import lightning` hangs its own console handler on the "lightning" logger; Hydra's handlers
@@ -51,6 +52,7 @@ def run(cfg: DictConfig) -> dict:
         if not cfg.ckpt_path:
             raise FerError("train=false evaluates a checkpoint: give it with ckpt_path=PATH")
         model = EmotionClassifier.from_checkpoint(cfg.ckpt_path)
+        model.tta = check_mode(cfg.model.get("tta", "none"))  # model.tta=ten_crop evaluates a checkpoint with TTA
         datamodule.pin_preprocessing(float(model.pixel_mean), float(model.pixel_std), model.input_size)
 
     checkpoint = ModelCheckpoint(
@@ -84,7 +86,10 @@ def run(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
     train_eval = _evaluate_train_split(model, datamodule, trainer) if cfg.train and cfg.eval_train_split else None
+    calibrated = _calibrate(cfg, model, datamodule, trainer, run_dir, test_ckpt) if cfg.get("calibrate", True) else None
     metrics = _metrics_json(cfg, model, trainer, checkpoint, train_eval, time.time() - t0)
+    if calibrated:
+        metrics["calibration"] = calibrated
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _figures(run_dir, model)
     logger.log_hyperparams(_flat_hparams(cfg), {"hp/val_acc": metrics["val"].get("acc") or 0.0, "hp/test_acc": metrics["test"]["acc"]})
@@ -136,6 +141,32 @@ def _evaluate_train_split(model: EmotionClassifier, datamodule, trainer) -> dict
     return {"acc": correct / max(n, 1), "faces": n}
 
 
+def _calibrate(cfg, model: EmotionClassifier, datamodule, trainer, run_dir: Path, best_ckpt: str | None) -> dict:
+    """A temperature per TTA mode fitted on PublicTest; PrivateTest accuracy, macro-F1 and ECE before
+    and after, for every mode. The temperatures go into the checkpoint that was tested (an evaluated
+    checkpoint is left as it is: a calibrated slim copy is written in the run dir instead)."""
+    def faces(split: str, limit):
+        data = datamodule.splits[split]
+        n = len(data) if not isinstance(limit, int) else min(len(data), limit * datamodule.eval_batch_size)
+        return data.images[:n], data.labels[:n]
+
+    log.info("calibrating: a temperature per TTA mode on PublicTest, judged on PrivateTest")
+    report = calibration.report(model, faces("val", trainer.limit_val_batches), faces("test", trainer.limit_test_batches),
+                                datamodule.mean, datamodule.std, model.input_size)
+    model.temperatures = {mode: r["temperature"] for mode, r in report.items()}
+    r = report[model.tta]
+    title = f"{model.net_spec['arch']}, PrivateTest, tta={model.tta}: temperature {r['temperature']:.2f} fitted on PublicTest"
+    plots.save(plots.reliability_figure(r["reliability"], r["reliability_calibrated"], title), run_dir / "reliability.png")
+    if best_ckpt:
+        update_meta(best_ckpt, temperature=model.temperatures)
+        report["stored_in"] = str(best_ckpt)
+    elif cfg.ckpt_path and not cfg.train:
+        copy = save_slim(cfg.ckpt_path, run_dir / "checkpoints" / "calibrated.ckpt", meta_updates={"temperature": model.temperatures})
+        report["stored_in"] = str(copy)
+        log.info("calibrated copy of %s: %s", cfg.ckpt_path, copy)
+    return report
+
+
 def _metrics_json(cfg, model, trainer, checkpoint, train_eval, wall) -> dict:
     history = model.history
     best = max((h for h in history if "val/acc" in h), key=lambda h: h["val/acc"], default=None)
@@ -151,7 +182,7 @@ def _metrics_json(cfg, model, trainer, checkpoint, train_eval, wall) -> dict:
         "test": {
             "acc": test["test/acc"], "f1_macro": test["test/f1_macro"], "loss": test["test/loss"],
             "recall": test["recall"], "confusion_matrix": test["confmat"],
-            "checkpoint": str(checkpoint.best_model_path or cfg.ckpt_path or ""),
+            "checkpoint": str(checkpoint.best_model_path or cfg.ckpt_path or ""), "tta": model.tta,
         },
         "class_names": model.class_names,
         "epochs": len(history),
@@ -188,6 +219,14 @@ def _flat_hparams(cfg) -> dict:
     return flat
 
 
+def _calibration_line(report: dict | None) -> str:
+    if not report:
+        return ""
+    parts = [f"{mode} {100 * r['acc']:.2f}% (ECE {100 * r['reliability']['ece']:.1f} -> {100 * r['reliability_calibrated']['ece']:.1f}, "
+             f"T {r['temperature']:.2f})" for mode, r in report.items() if isinstance(r, dict)]
+    return "\ntest by TTA mode: " + ", ".join(parts)
+
+
 def _print_summary(run_dir: Path, m: dict):
     def pct(x):
         return "-" if x is None else f"{100 * x:.2f}%"
@@ -195,6 +234,6 @@ def _print_summary(run_dir: Path, m: dict):
     print(
         f"\n{m['model']}: train {pct(m['train']['acc'])}  val {pct(m['val']['acc'])} (epoch {m['val']['best_epoch']})  "
         f"test {pct(m['test']['acc'])}  test macro-F1 {pct(m['test']['f1_macro'])}  "
-        f"{m['epochs']} epochs in {m['wall_time_s'] / 60:.1f} min\nrun dir: {run_dir}",
+        f"{m['epochs']} epochs in {m['wall_time_s'] / 60:.1f} min{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}",
         flush=True,
     )

@@ -23,7 +23,7 @@ def make(overrides):
 
 
 def test_groups_have_the_documented_options():
-    assert options("model") == ["baseline", "regularized"]
+    assert options("model") == ["baseline", "regularized", "vgg"]
     assert {"default", "gpu", "ddp"} <= set(options("trainer"))
     assert options("data") == ["fer2013"] and options("preprocess") == ["default"]
 

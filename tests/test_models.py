@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from fer.errors import FerError
-from fer.models import BaselineCNN, RegularizedCNN, build_net
+from fer.models import BaselineCNN, RegularizedCNN, VGGFace, build_net
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -32,7 +32,17 @@ def test_regularized_has_the_papers_layers(input_size):
 
 
 def test_build_net_rejects_unknown_architectures_and_arguments():
-    with pytest.raises(FerError, match="unknown architecture 'vgg'"):
-        build_net("vgg")
+    with pytest.raises(FerError, match="unknown architecture 'resnet'"):
+        build_net("resnet")
     with pytest.raises(FerError, match="cannot build 'baseline'"):
         build_net("baseline", widths=(1, 2, 3), nonsense=1)
+
+
+@pytest.mark.parametrize("global_pool", [False, True])
+def test_vgg_stacks_its_stages_and_keeps_the_head_small(global_pool):
+    net = VGGFace(input_size=44, widths=(16, 32, 64, 128), convs_per_stage=3, hidden=(32,), global_pool=global_pool)
+    assert (count(net, nn.Conv2d), count(net, nn.MaxPool2d), count(net, nn.Linear)) == (12, 4, 2)
+    assert net.classifier[1].in_features == (128 if global_pool else 128 * 2 * 2)  # 44 -> 22 -> 11 -> 5 -> 2
+    assert net.eval()(torch.zeros(2, 1, 44, 44)).shape == (2, 7)
+    with pytest.raises(FerError, match="nothing of a 8 px input"):
+        build_net("vgg", input_size=8)

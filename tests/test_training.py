@@ -78,6 +78,23 @@ def test_real_run_writes_everything_a_user_looks_for(real_run):
     assert m["epochs"] == 2 and 0 <= m["test"]["acc"] <= 1 and m["val"]["acc"] is not None and m["train"]["acc"] is not None
     assert len(m["test"]["confusion_matrix"]) == 7 and set(m["test"]["recall"]) >= {"Angry", "Happy"}
     assert {"seed", "git_commit", "versions", "device", "wall_time_s"} <= set(m)
+    assert all(h["time_s"] > 0 for h in m["history"]) and m["history"][1]["time_s"] > m["history"][0]["time_s"]
+
+
+def test_real_run_calibrates_every_tta_mode_and_stores_the_temperatures(real_run):
+    run_dir, r = real_run
+    m = json.loads((run_dir / "metrics.json").read_text())
+    calibration = m["calibration"]
+    assert {"none", "flip", "ten_crop"} <= set(calibration)
+    assert calibration["none"]["acc"] == pytest.approx(m["test"]["acc"], abs=1e-6)  # same faces, same centre crop
+    for mode in ("none", "flip", "ten_crop"):
+        c = calibration[mode]
+        assert c["temperature"] > 0 and 0 <= c["reliability"]["ece"] <= 1 and 0 <= c["reliability_calibrated"]["ece"] <= 1
+    assert (run_dir / "reliability.png").stat().st_size > 10_000
+    best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
+    _, meta = load_classifier(best)
+    assert meta["temperature"] == pytest.approx({k: calibration[k]["temperature"] for k in ("none", "flip", "ten_crop")})
+    assert "test by TTA mode:" in r.stdout
 
 
 def test_tensorboard_holds_per_epoch_metrics_confusion_images_and_hparams(real_run):
@@ -98,8 +115,11 @@ def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_pat
     run_dir, _ = real_run
     best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
     r = run_cli(["train.py", "train=false", f"ckpt_path={best}", f"data.path={fer2013_path}", "trainer.limit_test_batches=2",
-                 "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'eval'}"])
+                 "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'eval'}"])
     assert r.returncode == 0, r.stderr[-2000:]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     original = json.loads((run_dir / "metrics.json").read_text())
     assert evaluated["test"]["acc"] == pytest.approx(original["test"]["acc"])
+    # The evaluated checkpoint is left alone; its calibrated copy goes into the new run dir.
+    assert evaluated["calibration"]["stored_in"] == str(tmp_path / "eval" / "checkpoints" / "calibrated.ckpt")
+    assert load_classifier(tmp_path / "eval" / "checkpoints" / "calibrated.ckpt")[1]["temperature"]["none"] > 0

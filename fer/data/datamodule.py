@@ -14,7 +14,7 @@ from fer.data.cache import load_fer2013
 from fer.data.reader import resolve_data_path
 from fer.errors import FerError
 from fer.labels import EMOTIONS, NUM_CLASSES
-from fer.preprocess import normalize, to_network_input
+from fer.preprocess import center_crop, normalize
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = {"train": "Training", "val": "PublicTest (validation)", "test": "PrivateTest (test)"}
@@ -139,9 +139,10 @@ class FER2013DataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # uint8 (B, 48, 48) travels to the device; normalising and augmenting happen there.
+        # Training batches leave as input_size crops; evaluation batches as whole 48 px faces, from
+        # which the model takes its views (the centre crop, or several for TTA: fer.tta).
         images, labels = batch
-        if self.trainer is not None and self.trainer.training and self.augment is not None:
-            x = self.augment(normalize(images, self.mean, self.std), self.input_size)
-        else:
-            x = to_network_input(images, self.mean, self.std, self.input_size)
+        x = normalize(images, self.mean, self.std)
+        if self.trainer is not None and self.trainer.training:
+            x = self.augment(x, self.input_size) if self.augment is not None else center_crop(x, self.input_size)
         return x, labels

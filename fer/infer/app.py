@@ -16,6 +16,7 @@ from fer.infer.sinks import (IMAGE_OUTPUTS, VIDEO_CODECS, FolderSink, ImageFileS
                              wants_window)
 from fer.infer.sources import ImageSource, VideoSource, open_source
 from fer.preprocess import IMAGE_SIZE
+from fer.tta import check_mode
 
 log = logging.getLogger("fer.infer")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -38,17 +39,20 @@ def resolve_checkpoint(ckpt_path: str | None) -> Path:
     return path
 
 
-def load_classifier(backend: str, path: Path, threads: int | None):
+def load_classifier(backend: str, path: Path, threads: int | None, tta: str = "none"):
     """The network that classifies the faces: a .ckpt run by PyTorch, or an exported .onnx run by onnxruntime."""
     if backend not in BACKENDS:
         raise FerError(f"backend must be {' or '.join(BACKENDS)}, not {backend!r}")
+    tta = check_mode(tta)
     if backend == "torch":
         if path.suffix.lower() == ".onnx":
             raise FerError(f"{path} is an ONNX model: run it with backend=onnx "
                            "(backend=torch runs a .ckpt from `python train.py`)")
         if importlib.util.find_spec("torch") is None:
             raise FerError("backend=torch needs PyTorch, which is not installed; run an exported model with backend=onnx")
-        return FaceClassifier.from_checkpoint(path, threads)
+        return FaceClassifier.from_checkpoint(path, threads, tta)
+    if tta != "none":
+        raise FerError(f"tta={tta} runs with backend=torch; an exported ONNX model holds the centre crop only (tta=none)")
     try:  # imported here: the torch backend must not need onnxruntime, nor this one torch
         from fer.infer.onnx_backend import OnnxFaceClassifier
     except ImportError as e:
@@ -171,7 +175,7 @@ def report(summary: RunSummary, source: Source, sinks: list) -> list[str]:
 
 
 def run(cfg: DictConfig, given_keys: Iterable[str] = ()) -> RunSummary:
-    classifier = load_classifier(cfg.backend, resolve_checkpoint(cfg.ckpt_path), cfg.threads)
+    classifier = load_classifier(cfg.backend, resolve_checkpoint(cfg.ckpt_path), cfg.threads, cfg.tta)
     settings = face_settings(classifier.preprocess, OmegaConf.to_container(cfg.preprocess), set(given_keys))
     source = open_source(cfg.source)
     try:

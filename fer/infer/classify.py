@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fer.errors import FerError
-from fer.preprocess import IMAGE_SIZE, to_network_input
+from fer.preprocess import IMAGE_SIZE, normalize
+from fer.tta import check_mode, eval_logits
 
 if TYPE_CHECKING:
     import torch
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 class FaceClassifier:
     def __init__(self, net: nn.Module, class_names: Sequence[str], mean: float, std: float, input_size: int,
-                 preprocess: Mapping | None = None):
+                 preprocess: Mapping | None = None, tta: str = "none", temperature: float = 1.0):
         import torch
 
         # channels_last lets oneDNN pick its faster convolutions: 1.8 instead of 2.6 ms a face on one core.
@@ -30,9 +31,11 @@ class FaceClassifier:
         self.class_names = list(class_names)
         self.mean, self.std, self.input_size = mean, std, input_size
         self.preprocess = dict(preprocess or {})  # the face pipeline the model was trained with
+        self.tta = check_mode(tta)  # views averaged per face (fer.tta): flip costs 2x, ten_crop 10x the network time
+        self.temperature = float(temperature)  # fitted on PublicTest for this TTA mode: probabilities mean what they say
 
     @classmethod
-    def from_checkpoint(cls, path: str, threads: int | None = None) -> FaceClassifier:
+    def from_checkpoint(cls, path: str, threads: int | None = None, tta: str = "none") -> FaceClassifier:
         import torch
 
         from fer.checkpoint import load_classifier
@@ -47,15 +50,25 @@ class FaceClassifier:
             # What torch's safe unpickler raises on some files that are not checkpoints (text, empty).
             raise FerError(f"{path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
                            "pass the .ckpt written by `python train.py`") from None
-        classifier = cls(net, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta.get("preprocess"))
+        tta = check_mode(tta)
+        # Checkpoints from before calibration, or trained with calibrate=false, have no temperature: 1 leaves them as trained.
+        temperature = meta.get("temperature", {}).get(tta, 1.0)
+        classifier = cls(net, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta.get("preprocess"),
+                         tta, temperature)
         classifier(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # the first call pays one-off set-up costs
         return classifier
 
     def network_input(self, faces: np.ndarray) -> torch.Tensor:
-        """(B, 48, 48) uint8 faces -> (B, 1, input_size, input_size): the training side's exact normalisation."""
+        """(B, 48, 48) uint8 faces -> (B, 1, 48, 48): the training side's exact normalisation; the views
+        (centre crop or TTA) are then taken by fer.tta.eval_logits, as in training's evaluation."""
         import torch
 
-        return to_network_input(torch.from_numpy(np.ascontiguousarray(faces)), self.mean, self.std, self.input_size)
+        return normalize(torch.from_numpy(np.ascontiguousarray(faces)), self.mean, self.std)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return self.net(x.contiguous(memory_format=torch.channels_last))
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         """(B, 48, 48) uint8 faces -> (B, classes) probabilities, all faces in one batch."""
@@ -64,5 +77,5 @@ class FaceClassifier:
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         with torch.inference_mode():
-            x = self.network_input(faces).contiguous(memory_format=torch.channels_last)
-            return torch.softmax(self.net(x), dim=1).numpy()
+            logits = eval_logits(self._forward, self.network_input(faces), self.input_size, self.tta)
+            return torch.softmax(logits / self.temperature, dim=1).numpy()

@@ -6,10 +6,12 @@ from torch import nn
 from fer.errors import FerError
 from fer.models.baseline import BaselineCNN
 from fer.models.regularized import RegularizedCNN
+from fer.models.vgg import VGGFace
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "baseline": BaselineCNN,
     "regularized": RegularizedCNN,
+    "vgg": VGGFace,
 }
 
 

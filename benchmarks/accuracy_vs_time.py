@@ -1,0 +1,94 @@
+"""Accuracy against training time for the recipes tried: which gives the most per CPU-hour.
+
+    python benchmarks/accuracy_vs_time.py "regularized 50 ep=outputs/runs/paper_regularized_timed" \
+        "vgg 48-384=outputs/runs/vgg_wide_seed42" ... [--out docs/accuracy_vs_time.png]
+
+Each argument is LABEL=RUN_DIR (a train.py run dir with metrics.json, or a running one: its
+last.ckpt's history is read instead). Per epoch, the validation (PublicTest) accuracy is plotted
+against the wall time trained so far (`time_s` in the history; runs from before it was recorded
+spread their wall time evenly over their epochs). A finished run adds its PrivateTest accuracy at
+its end: a filled marker for the centre crop, an open one for ten-crop TTA. The figures also go to
+a JSON file beside the PNG's name in benchmarks/results/.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fer import plots  # noqa: E402  (sets the Agg backend before pyplot is imported)
+from fer.checkpoint import read_checkpoint  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load_run(run_dir: Path) -> dict:
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.exists():
+        m = json.loads(metrics_file.read_text())
+        history, finished = m["history"], True
+    else:
+        history, m, finished = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["fer"]["history"], {}, False
+    if history and "time_s" not in history[-1]:
+        # From the whole run's wall time, or for a running one from its start to its last checkpoint.
+        wall = m.get("wall_time_s") or ((run_dir / "checkpoints" / "last.ckpt").stat().st_mtime
+                                        - (run_dir / ".hydra" / "config.yaml").stat().st_mtime)
+        per_epoch = wall / max(len(history), 1)
+        history = [{**h, "time_s": per_epoch * (i + 1)} for i, h in enumerate(history)]
+    points = [(h["time_s"] / 60, h["val/acc"]) for h in history if "val/acc" in h]
+    result = {"run_dir": str(run_dir), "finished": finished, "epochs": len(history),
+              "minutes": round(history[-1]["time_s"] / 60, 1) if history else 0.0,
+              "best_val_acc": max((a for _, a in points), default=None), "val_curve": points}
+    if finished:
+        result["test_acc"] = m["test"]["acc"]
+        calibration = m.get("calibration") or {}
+        if "ten_crop" in calibration:
+            result["test_acc_ten_crop"] = calibration["ten_crop"]["acc"]
+    return result
+
+
+def figure(runs: dict[str, dict]):
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    for label, r in runs.items():
+        xs, ys = zip(*r["val_curve"]) if r["val_curve"] else ((), ())
+        (line,) = ax.plot(xs, ys, "-", lw=1.5, label=f"{label} (PublicTest per epoch)")
+        if r["finished"]:
+            ax.plot([r["minutes"]], [r["test_acc"]], "o", color=line.get_color(), ms=7)
+            if "test_acc_ten_crop" in r:
+                ax.plot([r["minutes"]], [r["test_acc_ten_crop"]], "o", mfc="none", color=line.get_color(), ms=9)
+    ax.plot([], [], "ko", label="PrivateTest, centre crop")
+    ax.plot([], [], "ko", mfc="none", label="PrivateTest, ten-crop TTA")
+    ax.set(xlabel="training wall time (minutes, 2-core CPU)", ylabel="accuracy", title="Accuracy per CPU time, by recipe")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "accuracy_vs_time.png"))
+    args = parser.parse_args()
+    runs = {}
+    for spec in args.runs:
+        label, _, path = spec.rpartition("=")
+        if not label:
+            sys.exit(f"{spec}: give LABEL=RUN_DIR")
+        runs[label] = load_run(Path(path))
+    out = Path(args.out)
+    plots.save(figure(runs), out)
+    result = ROOT / "benchmarks" / "results" / f"{out.stem}.json"
+    result.write_text(json.dumps({label: {k: v for k, v in r.items() if k != "val_curve"} | {"val_curve": [
+        [round(t, 2), round(a, 4)] for t, a in r["val_curve"]]} for label, r in runs.items()}, indent=1))
+    for label, r in runs.items():
+        test = f"test {100 * r['test_acc']:.2f}%" if r["finished"] else "running"
+        print(f"{label}: {r['epochs']} epochs, {r['minutes']} min, best val {100 * (r['best_val_acc'] or 0):.2f}%, {test}")
+    print(f"wrote {out} and {result}")
+
+
+if __name__ == "__main__":
+    main()

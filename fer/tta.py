@@ -1,0 +1,58 @@
+"""Evaluation views of a face: the centre crop alone, or test-time augmentation (TTA).
+
+Training sees random `input_size` crops of the 48 px face, flipped half the time; at test time the
+network can look at several such views and average its logits:
+
+    none      the centre crop (what validation always uses: cheap every epoch)
+    flip      the centre crop and its mirror image (2 views)
+    ten_crop  the four corner crops and the centre crop, each also mirrored (10 views)
+
+Training's test step, the calibration report and infer.py all call `eval_logits`, so a mode means
+the same everywhere. Averaging logits (not probabilities) keeps temperature scaling a single
+division afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from fer.errors import FerError
+from fer.preprocess import center_crop
+
+TTA_MODES = ("none", "flip", "ten_crop")
+
+
+def check_mode(mode: str | None) -> str:
+    mode = "none" if mode in (None, False) else str(mode)
+    if mode not in TTA_MODES:
+        raise FerError(f"tta={mode} is not a test-time augmentation; choose one of {', '.join(TTA_MODES)}")
+    return mode
+
+
+def _crops(x: torch.Tensor, size: int, mode: str) -> list[torch.Tensor]:
+    if mode != "ten_crop":
+        return [center_crop(x, size)]
+    h, w = x.shape[-2:]
+    corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
+    return [x[..., t : t + size, l : l + size] for t, l in corners] + [center_crop(x, size)]
+
+
+def views(x: torch.Tensor, input_size: int, mode: str) -> list[torch.Tensor]:
+    """(B, 1, 48, 48) normalised faces -> the list of (B, 1, input_size, input_size) views to average."""
+    mode = check_mode(mode)
+    crops = _crops(x, input_size, mode)
+    if mode == "none":
+        return crops
+    return crops + [c.flip(-1) for c in crops]
+
+
+def eval_logits(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, input_size: int, mode: str = "none") -> torch.Tensor:
+    """(B, 1, 48, 48) normalised faces -> (B, classes) logits, averaged over the mode's views.
+
+    All views go through the network as one batch: fewer, larger matrix products are faster on a CPU.
+    """
+    vs = views(x, input_size, mode)
+    logits = forward(torch.cat(vs) if len(vs) > 1 else vs[0])
+    return logits.view(len(vs), len(x), -1).mean(0)
