@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer import calibration, distributed, plots, runinfo
 from fer.checkpoint import read_checkpoint, save_slim, update_meta
+from fer.ema import EMAWeights
 from fer.errors import FerError
 from fer.module import EmotionClassifier
 from fer.tta import check_mode
@@ -63,6 +64,8 @@ def run(cfg: DictConfig) -> dict:
     # (ModelCheckpoint's own save_last only writes when it also writes a best checkpoint.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     callbacks = [checkpoint, last, ShardReport()]
+    if cfg.get("ema_decay"):
+        callbacks.append(EMAWeights(cfg.ema_decay))
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=cfg.early_stopping_patience))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
