@@ -94,26 +94,32 @@ def make_videos(folder: Path, n_frames: int) -> dict[int, Path]:
     return videos
 
 
-def random_checkpoint(folder: Path) -> Path:
+def random_checkpoint(folder: Path, model_name: str = "regularized") -> Path:
+    """An untrained checkpoint of conf/model/<model_name>.yaml's network: the same computation, the same speed."""
     import torch
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     from fer.module import EmotionClassifier
 
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model_name}"])
     torch.manual_seed(0)
     preprocess = {"image_size": 48, "align": True, "margin": 0.0, "gamma": "auto"}
-    model = EmotionClassifier(net={"arch": "regularized"}, input_size=44, preprocess=preprocess)
-    path = folder / "regularized_untrained.ckpt"
+    net = OmegaConf.to_container(cfg.model.net)
+    model = EmotionClassifier(net=net, input_size=cfg.model.input_size, preprocess=preprocess)
+    path = folder / f"{model_name}_untrained.ckpt"
     torch.save({"fer": model.fer_meta(), "state_dict": model.state_dict()}, path)
     return path
 
 
-def run_ours(video: Path, ckpt: Path, out: Path) -> dict:
+def run_ours(video: Path, ckpt: Path, out: Path, tta: str = "none") -> dict:
     from hydra import compose, initialize_config_dir
 
     from fer.infer.app import run
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        overrides = [f"source={video}", f"ckpt_path={ckpt}", f"output={out}", "overwrite=true", "display=false"]
+        overrides = [f"source={video}", f"ckpt_path={ckpt}", f"output={out}", "overwrite=true", "display=false", f"tta={tta}"]
         cfg = compose("infer", overrides=overrides)
     summary = run(cfg)
     return {"frames": summary.frames, "faces": summary.faces, "seconds": summary.seconds, "stages": summary.stages}
@@ -156,7 +162,7 @@ def median_run(runs: list[dict]) -> dict:
     return chosen
 
 
-def network_ms_per_face(ckpt: Path, calls: int = 300) -> float:
+def network_ms_per_face(ckpt: Path, tta: str = "none", calls: int = 300) -> float:
     """One face through the network on one core (torch threads = 1): the median of `calls` calls."""
     import numpy as np
     import torch
@@ -164,7 +170,7 @@ def network_ms_per_face(ckpt: Path, calls: int = 300) -> float:
     from fer.infer.classify import FaceClassifier
 
     torch.set_num_threads(1)
-    classifier = FaceClassifier.from_checkpoint(ckpt)
+    classifier = FaceClassifier.from_checkpoint(ckpt, tta=tta)
     face = np.random.default_rng(0).integers(0, 256, (1, 48, 48), dtype=np.uint8)
     for _ in range(20):
         classifier(face)
@@ -184,7 +190,9 @@ def machine() -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", help="checkpoint to time (default: the regularized model, untrained)")
+    parser.add_argument("--ckpt", help="checkpoint to time (default: --model's network, untrained)")
+    parser.add_argument("--model", default="regularized", help="without --ckpt: the conf/model/ network to time, untrained")
+    parser.add_argument("--tta", default="none", help="infer.py's tta= (none, flip, ten_crop)")
     parser.add_argument("--frames", type=int, default=FRAMES)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each pipeline per video, interleaved; the median is kept")
     parser.add_argument("--fer-python", help="python of the venv holding the PyPI fer package")
@@ -196,20 +204,20 @@ def main():
 
     workdir = Path(tempfile.mkdtemp(prefix="fer-bench-"))
     videos = make_videos(workdir, args.frames)
-    ckpt = Path(args.ckpt) if args.ckpt else random_checkpoint(workdir)
+    ckpt = Path(args.ckpt) if args.ckpt else random_checkpoint(workdir, args.model)
     fer_python, fer_note = fer_package_python(args.fer_python)
     print(f"PyPI fer package: {fer_note}", flush=True)
 
     before = machine()
     video = {"size": [640, 480], "fps": FPS, "frames": args.frames, "faces": "FER2013 test faces, enlarged 4x"}
     result = {"machine": before, "video": video,
-              "checkpoint": str(ckpt) if args.ckpt else "regularized, untrained weights (same speed)",
+              "checkpoint": str(ckpt) if args.ckpt else f"{args.model}, untrained weights (same speed)", "tta": args.tta,
               "torch": torch.__version__, "opencv": cv2.__version__, "fer_package": fer_note, "runs": {}}
-    result["network_ms_per_face_one_core"] = network_ms_per_face(ckpt)
+    result["network_ms_per_face_one_core"] = network_ms_per_face(ckpt, args.tta)
     for n_faces, video in videos.items():
         ours, theirs = [], []
         for _ in range(args.repeats):  # interleaved, so a change in load hits both alike
-            ours.append(run_ours(video, ckpt, workdir / f"ours_{n_faces}.mp4"))
+            ours.append(run_ours(video, ckpt, workdir / f"ours_{n_faces}.mp4", args.tta))
             if fer_python:
                 try:
                     theirs.append(run_fer_package(fer_python, video, workdir / f"theirs_{n_faces}.mp4", workdir))

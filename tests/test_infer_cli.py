@@ -204,6 +204,13 @@ def test_folder_of_crops_with_detect_false(fer2013, random_checkpoint, tmp_path)
     for r in rows:
         i = names.index(r["file"])
         assert [r["probs"][e] for e in EMOTIONS] == pytest.approx(expected[i].tolist(), abs=1e-4)
+    # tta=flip: the same faces, each averaged with its mirror image.
+    flipped = infer(source=crops, ckpt_path=random_checkpoint, detect=False, predictions=tmp_path / "flip.jsonl", tta="flip", **gamma_off)
+    assert flipped.faces == 6
+    expected_flip = FaceClassifier.from_checkpoint(random_checkpoint, tta="flip")(images[:6])
+    for line in (tmp_path / "flip.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        assert [r["probs"][e] for e in EMOTIONS] == pytest.approx(expected_flip[names.index(r["file"])].tolist(), abs=1e-4)
     for name in names:  # small crops are enlarged so their labels can be read
         assert cv2.imread(str(out / name)).shape[:2] == (SMALLEST_READABLE_SIDE, SMALLEST_READABLE_SIDE)
 
@@ -261,12 +268,15 @@ def bad_inputs(tmp_path, ckpt, clip_path):
         "predictions format": ([f"ckpt_path={ckpt}", f"source={clip_path}", f"predictions={tmp_path / 'p.txt'}"], "extension"),
         "display without one": ([f"ckpt_path={ckpt}", f"source={clip_path}", "display=true"], "there is no display"),
         "display value": ([f"ckpt_path={ckpt}", f"source={clip_path}", "display=maybe"], "display must be auto, true or false"),
+        "tta mode": ([f"ckpt_path={ckpt}", f"source={clip_path}", "tta=five_crop"], "tta=five_crop is not a test-time augmentation"),
+        "tta on onnx": ([f"ckpt_path={ckpt.with_suffix('.onnx')}", "backend=onnx", f"source={clip_path}", "tta=flip"],
+                        "tta=flip runs with backend=torch"),
     }
 
 
 @pytest.mark.parametrize("case", ["no checkpoint", "missing checkpoint", "not our checkpoint", "missing source",
                                   "not an image or video", "empty folder", "camera", "output exists", "video to an image",
-                                  "predictions format", "display without one", "display value"])
+                                  "predictions format", "display without one", "display value", "tta mode", "tta on onnx"])
 def test_cli_bad_input_is_one_clear_line(case, clip, random_checkpoint, tmp_path):
     args, message = bad_inputs(tmp_path, random_checkpoint, clip[0])[case]
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
