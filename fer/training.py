@@ -189,6 +189,7 @@ def _metrics_json(cfg, model, trainer, checkpoint, train_eval, wall) -> dict:
         },
         "class_names": model.class_names,
         "epochs": len(history),
+        "evaluated_only": not cfg.train,  # then epochs and history are the checkpoint's training, wall time this evaluation's
         "wall_time_s": round(wall, 1),
         "device": runinfo.device_description(str(trainer.strategy.root_device)),
         "seed": cfg.seed,
@@ -237,6 +238,6 @@ def _print_summary(run_dir: Path, m: dict):
     print(
         f"\n{m['model']}: train {pct(m['train']['acc'])}  val {pct(m['val']['acc'])} (epoch {m['val']['best_epoch']})  "
         f"test {pct(m['test']['acc'])}  test macro-F1 {pct(m['test']['f1_macro'])}  "
-        f"{m['epochs']} epochs in {m['wall_time_s'] / 60:.1f} min{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}",
+        f"{'evaluated' if m.get('evaluated_only') else str(m['epochs']) + ' epochs'} in {m['wall_time_s'] / 60:.1f} min{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}",
         flush=True,
     )

@@ -48,11 +48,21 @@ def views(x: torch.Tensor, input_size: int, mode: str) -> list[torch.Tensor]:
     return crops + [c.flip(-1) for c in crops]
 
 
+MAX_BATCH = 1024  # images per forward pass when views are stacked
+
+
 def eval_logits(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, input_size: int, mode: str = "none") -> torch.Tensor:
     """(B, 1, 48, 48) normalised faces -> (B, classes) logits, averaged over the mode's views.
 
-    All views go through the network as one batch: fewer, larger matrix products are faster on a CPU.
+    A few faces' views go through the network as one batch (fewer, larger matrix products are faster
+    on a CPU), but never more than MAX_BATCH images at once: ten views of a 512-face evaluation
+    batch would need gigabytes of activations.
     """
     vs = views(x, input_size, mode)
-    logits = forward(torch.cat(vs) if len(vs) > 1 else vs[0])
-    return logits.view(len(vs), len(x), -1).mean(0)
+    per_pass = max(1, MAX_BATCH // max(len(x), 1))
+    total = None
+    for i in range(0, len(vs), per_pass):
+        group = vs[i : i + per_pass]
+        logits = forward(torch.cat(group) if len(group) > 1 else group[0]).view(len(group), len(x), -1).sum(0)
+        total = logits if total is None else total + logits
+    return total / len(vs)

@@ -23,6 +23,7 @@ def test_shipped_model_is_small_and_self_contained():
     assert SHIPPED.stat().st_size < 5_000_000
     net, meta = load_classifier(SHIPPED)
     assert meta["net"]["arch"] == "regularized" and meta["class_names"][3] == "Happy"
+    assert set(meta["temperature"]) == {"none", "flip", "ten_crop"}  # calibrated on PublicTest for every TTA mode
 
 
 @pytest.mark.slow
