@@ -15,11 +15,13 @@ division afterwards.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from fer.errors import FerError
 from fer.preprocess import center_crop
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: infer.py backend=onnx runs without it
+    import torch
 
 TTA_MODES = ("none", "flip", "ten_crop")
 
@@ -58,6 +60,8 @@ def eval_logits(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     on a CPU), but never more than MAX_BATCH images at once: ten views of a 512-face evaluation
     batch would need gigabytes of activations.
     """
+    import torch
+
     vs = views(x, input_size, mode)
     per_pass = max(1, MAX_BATCH // max(len(x), 1))
     total = None
