@@ -4,7 +4,10 @@
         "vgg 48-384=outputs/runs/vgg_wide_seed42" ... [--out docs/accuracy_vs_time.png]
 
 Each argument is LABEL=RUN_DIR (a train.py run dir with metrics.json, or a running one: its
-last.ckpt's history is read instead). Per epoch, the validation (PublicTest) accuracy is plotted
+last.ckpt's history is read instead), or LABEL=RUN_DIR@MINUTES for a run whose history has no
+per-epoch times and whose wall time is not its training's (the `train=false` evaluation of a
+checkpoint, such as the shipped model's): MINUTES is how long its training took, spread evenly
+over the epochs. Per epoch, the validation (PublicTest) accuracy is plotted
 against the wall time trained so far (`time_s` in the history; runs from before it was recorded
 spread their wall time evenly over their epochs). A finished run adds its PrivateTest accuracy at
 its end: a filled marker for the centre crop, an open one for ten-crop TTA. The figures also go to
@@ -25,7 +28,7 @@ from fer.checkpoint import read_checkpoint  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def load_run(run_dir: Path) -> dict:
+def load_run(run_dir: Path, train_minutes: float | None = None) -> dict:
     metrics_file = run_dir / "metrics.json"
     if metrics_file.exists():
         m = json.loads(metrics_file.read_text())
@@ -34,7 +37,7 @@ def load_run(run_dir: Path) -> dict:
         history, m, finished = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["fer"]["history"], {}, False
     if history and "time_s" not in history[-1]:
         # From the whole run's wall time, or for a running one from its start to its last checkpoint.
-        wall = m.get("wall_time_s") or ((run_dir / "checkpoints" / "last.ckpt").stat().st_mtime
+        wall = (train_minutes * 60 if train_minutes else None) or m.get("wall_time_s") or ((run_dir / "checkpoints" / "last.ckpt").stat().st_mtime
                                         - (run_dir / ".hydra" / "config.yaml").stat().st_mtime)
         per_epoch = wall / max(len(history), 1)
         history = [{**h, "time_s": per_epoch * (i + 1)} for i, h in enumerate(history)]
@@ -75,10 +78,11 @@ def main():
     args = parser.parse_args()
     runs = {}
     for spec in args.runs:
-        label, _, path = spec.rpartition("=")
+        label, _, path = spec.partition("=")  # run dirs of a sweep hold "=" themselves
         if not label:
             sys.exit(f"{spec}: give LABEL=RUN_DIR")
-        runs[label] = load_run(Path(path))
+        path, _, minutes = path.partition("@")
+        runs[label] = load_run(Path(path), float(minutes) if minutes else None)
     out = Path(args.out)
     plots.save(figure(runs), out)
     result = ROOT / "benchmarks" / "results" / f"{out.stem}.json"

@@ -70,7 +70,8 @@ def _record_failure(message: str):
     log.error("this job failed: %s", message)
 
 
-COLUMNS = ["rank", "job", "overrides", "status", "val_acc", "test_acc", "test_f1_macro", "train_acc", "epochs", "minutes"]
+COLUMNS = ["rank", "job", "overrides", "status", "val_acc", "val_f1_macro", "test_acc", "test_f1_macro", "train_acc", "epochs",
+           "minutes"]
 
 
 def summarize_sweep(sweep_dir: Path) -> list[dict]:
@@ -81,8 +82,9 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
         row = {"job": job_dir.name, "overrides": overrides}
         if (job_dir / "metrics.json").exists():
             m = json.loads((job_dir / "metrics.json").read_text())
-            row.update(status="ok", val_acc=m["val"]["acc"], test_acc=m["test"]["acc"], test_f1_macro=m["test"]["f1_macro"],
-                       train_acc=m["train"]["acc"], epochs=m["epochs"], minutes=round(m["wall_time_s"] / 60, 1))
+            row.update(status="ok", val_acc=m["val"]["acc"], val_f1_macro=m["val"]["f1_macro"], test_acc=m["test"]["acc"],
+                       test_f1_macro=m["test"]["f1_macro"], train_acc=m["train"]["acc"], epochs=m["epochs"],
+                       minutes=round(m["wall_time_s"] / 60, 1), recall=m["test"]["recall"])
         elif (job_dir / "error.txt").exists():
             row.update(status="failed: " + (job_dir / "error.txt").read_text().strip().splitlines()[0][:200])
         else:
@@ -96,8 +98,13 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
 
 
 def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
+    # Per-class test recall: what class weighting or balanced sampling changes (Disgust above all).
+    classes = next((list(r["recall"]) for r in rows if r.get("recall")), [])
+    recall_columns = [f"test_recall_{c}" for c in classes]
+    for r in rows:
+        r.update({f"test_recall_{c}": v for c, v in (r.get("recall") or {}).items()})
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, COLUMNS + recall_columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
 
@@ -105,13 +112,16 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
         v = r.get(c)
         if v is None:
             return ""
-        return f"{100 * v:.2f}%" if c.endswith("_acc") or c.endswith("f1_macro") else str(v)
+        return f"{100 * v:.2f}%" if c.endswith("_acc") or c.endswith("f1_macro") or c.startswith("test_recall_") else str(v)
 
-    lines = [
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in rows),
-    ]
+    def table(columns, header):
+        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(columns),
+                *("| " + " | ".join(cell(r, c) for c in columns) + " |" for r in rows)]
+
+    lines = table(COLUMNS, COLUMNS)
+    if classes:
+        lines += ["", "Test (PrivateTest) recall per class:", "",
+                  *table(["rank", "job", *recall_columns], ["rank", "job", *classes])]
     text = "Ranked by validation (PublicTest) accuracy; test (PrivateTest) is reported, never used to rank.\n\n" + "\n".join(lines) + "\n"
     (sweep_dir / "summary.md").write_text(text)
     return text

@@ -116,8 +116,9 @@ def test_dropout_multirun_writes_a_dir_per_job_and_a_ranked_summary(tiny_csv, tm
         assert (sweep / j / "metrics.json").exists() and (sweep / j / "tensorboard").is_dir()
     summary = (sweep / "summary.md").read_text()
     assert "model.dropout=0.2" in summary and "model.dropout=0.5" in summary and "test_acc" in summary
+    assert "Test (PrivateTest) recall per class" in summary and "| Disgust |" in summary
     rows = (sweep / "summary.csv").read_text().splitlines()
-    assert rows[0].startswith("rank,job") and len(rows) == 3
+    assert rows[0].startswith("rank,job") and rows[0].endswith(",test_recall_Neutral") and len(rows) == 3
 
 
 @pytest.mark.slow

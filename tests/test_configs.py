@@ -46,6 +46,17 @@ def test_every_experiment_composes_and_instantiates(experiment):
     assert cfg.seed is not None
 
 
+@pytest.mark.parametrize("imbalance, class_weights, balanced_sampling", [
+    ("none", None, False), ("weighted_loss", "balanced", False), ("balanced_sampling", None, True)])
+def test_imbalance_options_reach_the_loss_and_the_sampler(imbalance, class_weights, balanced_sampling):
+    assert options("imbalance") == ["balanced_sampling", "none", "weighted_loss"]
+    cfg = make([f"imbalance={imbalance}", "experiment=paper_regularized", "data.path=x.csv"])
+    assert instantiate(cfg.model).class_weights == class_weights
+    assert instantiate(cfg.data).balanced_sampling is balanced_sampling
+    # the command line still wins over the group
+    assert make([f"imbalance={imbalance}", "model.class_weights=[1,1,1,1,1,1,1]"]).model.class_weights == [1] * 7
+
+
 def test_default_trainer_instantiates_and_takes_direct_overrides():
     cfg = make(["trainer.max_epochs=1", "trainer.limit_train_batches=5"])
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
