@@ -91,6 +91,10 @@ class EmotionClassifier(L.LightningModule):
         missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
         if any(k.startswith("net.") for k in missing + unexpected):
             raise FerError(f"{path}: weights do not fit the stored architecture {spec.get('arch')!r}")
+        # The stored statistics are the truth: a slim checkpoint (the shipped model) keeps no buffers,
+        # and evaluating with the defaults would normalise differently from training.
+        model.pixel_mean.fill_(meta["mean"])
+        model.pixel_std.fill_(meta["std"])
         model.history = list(meta.get("history", []))
         model.temperatures = dict(meta.get("temperature", {}))
         return model

@@ -26,6 +26,17 @@ def test_shipped_model_is_small_and_self_contained():
     assert set(meta["temperature"]) == {"none", "flip", "ten_crop"}  # calibrated on PublicTest for every TTA mode
 
 
+def test_evaluating_the_shipped_model_normalises_as_its_training_did():
+    # train.py train=false builds the LightningModule from the checkpoint; the slim shipped file
+    # stores the statistics only in its `fer` entry, not as buffers.
+    from fer.module import EmotionClassifier
+
+    model = EmotionClassifier.from_checkpoint(SHIPPED)
+    _, meta = load_classifier(SHIPPED)
+    assert float(model.pixel_mean) == pytest.approx(meta["mean"]) and float(model.pixel_std) == pytest.approx(meta["std"])
+    assert abs(meta["mean"] - 0.5) > 0.01  # the real statistics, not the defaults
+
+
 @pytest.mark.slow
 def test_shipped_model_privatetest_accuracy_matches_the_readme(fer2013):
     net, meta = load_classifier(SHIPPED)
