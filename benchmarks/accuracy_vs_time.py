@@ -46,8 +46,9 @@ def load_run(run_dir: Path, train_minutes: float | None = None) -> dict:
               "minutes": round(history[-1]["time_s"] / 60, 1) if history else 0.0,
               "best_val_acc": max((a for _, a in points), default=None), "val_curve": points}
     if finished:
-        result["test_acc"] = m["test"]["acc"]
         calibration = m.get("calibration") or {}
+        # metrics.json's "test" holds the run's own TTA mode; the calibration report has each mode's
+        result["test_acc"] = calibration["none"]["acc"] if "none" in calibration else m["test"]["acc"]
         if "ten_crop" in calibration:
             result["test_acc_ten_crop"] = calibration["ten_crop"]["acc"]
     return result

@@ -84,7 +84,7 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
             m = json.loads((job_dir / "metrics.json").read_text())
             row.update(status="ok", val_acc=m["val"]["acc"], val_f1_macro=m["val"]["f1_macro"], test_acc=m["test"]["acc"],
                        test_f1_macro=m["test"]["f1_macro"], train_acc=m["train"]["acc"], epochs=m["epochs"],
-                       minutes=round(m["wall_time_s"] / 60, 1), recall=m["test"]["recall"])
+                       minutes=round(m["wall_time_s"] / 60, 1), recall=m["test"]["recall"], history=m["history"])
         elif (job_dir / "error.txt").exists():
             row.update(status="failed: " + (job_dir / "error.txt").read_text().strip().splitlines()[0][:200])
         else:
@@ -124,7 +124,20 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
                   *table(["rank", "job", *recall_columns], ["rank", "job", *classes])]
     text = "Ranked by validation (PublicTest) accuracy; test (PrivateTest) is reported, never used to rank.\n\n" + "\n".join(lines) + "\n"
     (sweep_dir / "summary.md").write_text(text)
+    ok = [r for r in rows if r["status"] == "ok"]
+    if ok:
+        from fer import plots  # matplotlib only when there is something to draw
+
+        jobs = dict(zip(_distinguishing_labels(ok), ok))
+        plots.save(plots.sweep_figure(jobs, classes, f"sweep {sweep_dir.name}"), sweep_dir / "summary.png")
     return text
+
+
+def _distinguishing_labels(rows: list[dict]) -> list[str]:
+    """Each job named by the overrides in which it differs from the others (model.dropout=0.2)."""
+    overrides = [dict(o.split("=", 1) for o in r["overrides"].split() if "=" in o) for r in rows]
+    keys = [k for k in dict.fromkeys(k for o in overrides for k in o) if len({o.get(k) for o in overrides}) > 1]
+    return [" ".join(f"{k}={o.get(k)}" for k in keys) or r["job"] for o, r in zip(overrides, rows)]
 
 
 def _job_number(d: Path) -> int:
@@ -138,7 +151,7 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         rows = summarize_sweep(sweep_dir)
-        print("\n" + write_summary(sweep_dir, rows) + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md)", flush=True)
+        print("\n" + write_summary(sweep_dir, rows) + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md, summary.png)", flush=True)
         failed = [r for r in rows if r["status"] != "ok"]
         if failed:
             print(f"error: {len(failed)} of {len(rows)} jobs failed; see error.txt in their run dirs", file=sys.stderr, flush=True)

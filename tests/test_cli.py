@@ -117,6 +117,7 @@ def test_dropout_multirun_writes_a_dir_per_job_and_a_ranked_summary(tiny_csv, tm
     summary = (sweep / "summary.md").read_text()
     assert "model.dropout=0.2" in summary and "model.dropout=0.5" in summary and "test_acc" in summary
     assert "Test (PrivateTest) recall per class" in summary and "| Disgust |" in summary
+    assert (sweep / "summary.png").stat().st_size > 10_000  # curves and per-class recall, one figure
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert rows[0].startswith("rank,job") and rows[0].endswith(",test_recall_Neutral") and len(rows) == 3
 
@@ -131,3 +132,11 @@ def test_a_failing_sweep_job_is_reported_and_the_others_still_run(tiny_csv, tmp_
     summary = (sweep / "summary.csv").read_text()
     assert "failed: " in summary and "on_bad_row must be" in summary
     assert len(list(sweep.glob("1_*/metrics.json"))) == 1
+
+
+def test_sweep_jobs_are_labelled_by_what_sets_them_apart():
+    from fer.sweep import _distinguishing_labels
+
+    rows = [{"job": f"{i}_x", "overrides": f"experiment=paper_regularized model.dropout={d} seed=1"} for i, d in enumerate((0.2, 0.5))]
+    assert _distinguishing_labels(rows) == ["model.dropout=0.2", "model.dropout=0.5"]
+    assert _distinguishing_labels(rows[:1]) == ["0_x"]  # nothing to tell apart: the job's name
