@@ -98,8 +98,10 @@ def sweep_figure(jobs: dict[str, dict], class_names: list[str], title: str = "")
     plt.setp(bars.get_xticklabels(), rotation=35, ha="right")
     for ax in (curves, bars):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    # one legend for both panels, below them, where it hides no curve and no bar
+    rows = -(-len(jobs) // 3)
+    fig.legend(*bars.get_legend_handles_labels(), loc="lower center", ncol=min(len(jobs), 3), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 * rows, 1, 1))
     return fig
