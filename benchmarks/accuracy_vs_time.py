@@ -37,8 +37,10 @@ def load_run(run_dir: Path, train_minutes: float | None = None) -> dict:
         history, m, finished = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["fer"]["history"], {}, False
     if history and "time_s" not in history[-1]:
         # From the whole run's wall time, or for a running one from its start to its last checkpoint.
-        wall = (train_minutes * 60 if train_minutes else None) or m.get("wall_time_s") or ((run_dir / "checkpoints" / "last.ckpt").stat().st_mtime
-                                        - (run_dir / ".hydra" / "config.yaml").stat().st_mtime)
+        # Or from the training time given on the command line, when the run dir is an evaluation's.
+        wall = train_minutes * 60 if train_minutes else (
+            m.get("wall_time_s") or ((run_dir / "checkpoints" / "last.ckpt").stat().st_mtime
+                                     - (run_dir / ".hydra" / "config.yaml").stat().st_mtime))
         per_epoch = wall / max(len(history), 1)
         history = [{**h, "time_s": per_epoch * (i + 1)} for i, h in enumerate(history)]
     points = [(h["time_s"] / 60, h["val/acc"]) for h in history if "val/acc" in h]
