@@ -8,6 +8,7 @@ import csv
 import importlib.util
 import json
 import logging
+import statistics
 import sys
 import traceback
 from pathlib import Path
@@ -84,7 +85,8 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
             m = json.loads((job_dir / "metrics.json").read_text())
             row.update(status="ok", val_acc=m["val"]["acc"], val_f1_macro=m["val"]["f1_macro"], test_acc=m["test"]["acc"],
                        test_f1_macro=m["test"]["f1_macro"], train_acc=m["train"]["acc"], epochs=m["epochs"],
-                       minutes=round(m["wall_time_s"] / 60, 1), recall=m["test"]["recall"], history=m["history"])
+                       minutes=round(m["wall_time_s"] / 60, 1), recall=m["test"]["recall"], history=m["history"],
+                       calibration=m.get("calibration"), seed=m.get("seed"), tta=m["test"].get("tta"))
         elif (job_dir / "error.txt").exists():
             row.update(status="failed: " + (job_dir / "error.txt").read_text().strip().splitlines()[0][:200])
         else:
@@ -122,6 +124,14 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
     if classes:
         lines += ["", "Test (PrivateTest) recall per class:", "",
                   *table(["rank", "job", *recall_columns], ["rank", "job", *classes])]
+    groups = seed_spread(rows)
+    if groups:
+        lines += ["", "Mean ± sample standard deviation over seeds, for jobs that differ only in `seed` "
+                  "(test_acc without TTA; macro-F1 and ECE with the job's model.tta):", "",
+                  "| overrides | seeds | " + " | ".join(SPREAD_FIGURES) + " |", "|" + "---|" * (2 + len(SPREAD_FIGURES)),
+                  *(f"| {g['overrides'] or '(none)'} | {', '.join(map(str, g['seeds']))} | "
+                    + " | ".join(format_spread(g[k], percent=k != "minutes") for k in SPREAD_FIGURES) + " |" for g in groups)]
+        (sweep_dir / "seeds.json").write_text(json.dumps(groups, indent=2) + "\n")
     text = "Ranked by validation (PublicTest) accuracy; test (PrivateTest) is reported, never used to rank.\n\n" + "\n".join(lines) + "\n"
     (sweep_dir / "summary.md").write_text(text)
     ok = [r for r in rows if r["status"] == "ok"]
@@ -131,6 +141,61 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
         jobs = dict(zip(_distinguishing_labels(ok), ok))
         plots.save(plots.sweep_figure(jobs, classes, f"sweep {sweep_dir.name}"), sweep_dir / "summary.png")
     return text
+
+
+# What a seed group reports: the selection figure, the test accuracy for each TTA mode (from the
+# calibration report, which evaluates every mode), and macro-F1 and calibration error after
+# temperature scaling with the job's own TTA (model.tta), and the cost.
+SPREAD_FIGURES = ["val_acc", "test_acc", "test_acc_flip", "test_acc_ten_crop", "test_f1_macro", "test_ece_calibrated", "minutes"]
+
+
+def seed_figures(row: dict) -> dict:
+    """One finished job's figures for a seed group; test_acc is without TTA whatever the job's tta."""
+    cal = row.get("calibration") or {}
+    own = cal.get(row.get("tta") or "none") or {}
+    return {
+        "val_acc": row.get("val_acc"),
+        "test_acc": (cal.get("none") or {}).get("acc", row.get("test_acc")),
+        "test_acc_flip": (cal.get("flip") or {}).get("acc"),
+        "test_acc_ten_crop": (cal.get("ten_crop") or {}).get("acc"),
+        "test_f1_macro": row.get("test_f1_macro"),
+        "test_ece_calibrated": (own.get("reliability_calibrated") or {}).get("ece"),
+        "minutes": row.get("minutes"),
+    }
+
+
+def seed_spread(rows: list[dict]) -> list[dict]:
+    """Groups of two or more finished jobs whose overrides differ only in seed: each figure's values."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "ok":
+            key = " ".join(o for o in r["overrides"].split() if not o.lstrip("+").startswith("seed="))
+            groups.setdefault(key, []).append(r)
+    out = []
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        figures = [seed_figures(m) for m in members]
+        out.append({"overrides": key, "seeds": [m.get("seed") for m in members],
+                    **{k: [f[k] for f in figures] for k in SPREAD_FIGURES}})
+    return out
+
+
+def spread(values: list) -> dict | None:
+    """Mean, sample standard deviation and range of the values given (None where a job lacks one)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def format_spread(values: list, percent: bool) -> str:
+    s = spread(values)
+    if s is None:
+        return ""
+    scale = 100 if percent else 1
+    return f"{scale * s['mean']:.2f} ± {scale * s['sd']:.2f}" + ("%" if percent else "")
 
 
 def _distinguishing_labels(rows: list[dict]) -> list[str]:

@@ -140,3 +140,26 @@ def test_sweep_jobs_are_labelled_by_what_sets_them_apart():
     rows = [{"job": f"{i}_x", "overrides": f"experiment=paper_regularized model.dropout={d} seed=1"} for i, d in enumerate((0.2, 0.5))]
     assert _distinguishing_labels(rows) == ["model.dropout=0.2", "model.dropout=0.5"]
     assert _distinguishing_labels(rows[:1]) == ["0_x"]  # nothing to tell apart: the job's name
+
+
+def test_jobs_that_differ_only_in_seed_get_a_mean_and_spread(tmp_path):
+    from fer.sweep import seed_spread, write_summary
+
+    def job(i, seed, dropout, acc):
+        cal = {mode: {"acc": acc + bonus, "f1_macro": acc - 0.05, "reliability_calibrated": {"ece": 0.03}}
+               for mode, bonus in (("none", 0.0), ("flip", 0.01), ("ten_crop", 0.02))}
+        return {"job": f"{i}_x", "overrides": f"experiment=vgg_wide model.dropout={dropout} seed={seed}", "status": "ok",
+                "val_acc": acc - 0.02, "test_acc": acc + 0.02, "test_f1_macro": acc - 0.05, "minutes": 47.0, "seed": seed,
+                "calibration": cal, "tta": "ten_crop", "rank": i + 1, "history": [{"epoch": 0, "val/acc": acc - 0.02}],
+                "recall": {"Angry": acc, "Disgust": 0.1}}
+
+    rows = [job(0, 42, 0.4, 0.66), job(1, 43, 0.4, 0.68), job(2, 44, 0.2, 0.70), job(3, 44, 0.4, 0.67)]
+    groups = seed_spread(rows)
+    assert len(groups) == 1  # dropout 0.2 has one seed: no spread to report
+    g = groups[0]
+    assert g["overrides"] == "experiment=vgg_wide model.dropout=0.4" and g["seeds"] == [42, 43, 44]
+    assert g["test_acc"] == [0.66, 0.68, 0.67]  # without TTA, from the calibration report, not the job's tta
+    assert g["test_acc_ten_crop"] == pytest.approx([0.68, 0.70, 0.69])
+    text = write_summary(tmp_path, rows)
+    assert "| experiment=vgg_wide model.dropout=0.4 | 42, 43, 44 | 65.00 ± 1.00% | 67.00 ± 1.00% |" in text
+    assert json.loads((tmp_path / "seeds.json").read_text())[0]["seeds"] == [42, 43, 44]

@@ -1,0 +1,61 @@
+"""Mean and spread over seeds of one recipe, for the README's results table.
+
+    python train.py -m experiment=vgg_wide seed=42,43,44 hydra.sweep.dir=outputs/sweeps/vgg_wide_seeds
+    python benchmarks/seed_spread.py vgg_wide outputs/sweeps/vgg_wide_seeds [RUN_DIR ...] [--recorded FILE]
+
+Each path is a sweep dir (every finished job in it) or a run dir (its metrics.json). --recorded
+adds seeds measured in an earlier session whose run dirs are gone (outputs/ does not outlive a
+session): a JSON list of fer.sweep.seed_figures dicts, each with its "seed" and a "source" line.
+Writes benchmarks/results/seeds_<NAME>.json and prints the table row. Figures as in a sweep's
+summary: test_acc without TTA, macro-F1 and ECE (after temperature scaling) with the run's model.tta.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fer.sweep import SPREAD_FIGURES, format_spread, seed_figures, spread, summarize_sweep  # noqa: E402
+
+
+def runs_in(path: Path) -> list[dict]:
+    if (path / "metrics.json").exists():  # one run dir: the parent sweep's reader on this one job
+        rows = [r for r in summarize_sweep(path.parent) if r["job"] == path.name]
+    else:
+        rows = summarize_sweep(path)
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        sys.exit(f"error: no finished run (metrics.json) in {path}")
+    return [{"seed": r["seed"], "source": f"{path}/{r['job']}" if r["job"] != path.name else str(path), **seed_figures(r)}
+            for r in ok]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help="the recipe, e.g. vgg_wide: names the JSON file")
+    parser.add_argument("paths", nargs="+", type=Path, help="sweep dirs or run dirs")
+    parser.add_argument("--recorded", type=Path, help="JSON list of seeds measured earlier")
+    args = parser.parse_args()
+    seeds = json.loads(args.recorded.read_text()) if args.recorded else []
+    for path in args.paths:
+        if not path.is_dir():
+            sys.exit(f"error: {path} is not a directory; give a sweep dir or a run dir of train.py")
+        seeds += runs_in(path)
+    numbers = [s["seed"] for s in seeds]
+    if len(set(numbers)) != len(numbers):
+        sys.exit(f"error: a seed is given twice ({numbers}); each seed once")
+    result = {"recipe": args.name, "seeds": sorted(seeds, key=lambda s: s["seed"]),
+              "spread": {k: spread([s.get(k) for s in seeds]) for k in SPREAD_FIGURES}}
+    out = ROOT / "benchmarks" / "results" / f"seeds_{args.name}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+
+    print("| seeds | " + " | ".join(SPREAD_FIGURES) + " |")
+    print(f"| {', '.join(map(str, sorted(numbers)))} | " + " | ".join(format_spread([s.get(k) for s in seeds], percent=k != "minutes") for k in SPREAD_FIGURES) + " |")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
