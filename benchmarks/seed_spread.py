@@ -52,8 +52,14 @@ def main():
     out = ROOT / "benchmarks" / "results" / f"seeds_{args.name}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
 
-    print("| seeds | " + " | ".join(SPREAD_FIGURES) + " |")
-    print(f"| {', '.join(map(str, sorted(numbers)))} | " + " | ".join(format_spread([s.get(k) for s in seeds], percent=k != "minutes") for k in SPREAD_FIGURES) + " |")
+    def row(first: str, group: list[dict]) -> str:
+        return f"| {first} | " + " | ".join(format_spread([s.get(k) for s in group], percent=not k.endswith("minutes"))
+                                          for k in SPREAD_FIGURES) + " |"
+
+    print("| seed | " + " | ".join(SPREAD_FIGURES) + " |\n|" + "---|" * (1 + len(SPREAD_FIGURES)))
+    for s in result["seeds"]:
+        print(row(str(s["seed"]), [s]))
+    print(row("mean ± sd", seeds))
     print(f"wrote {out}")
 
 

@@ -150,7 +150,7 @@ def test_jobs_that_differ_only_in_seed_get_a_mean_and_spread(tmp_path):
                for mode, bonus in (("none", 0.0), ("flip", 0.01), ("ten_crop", 0.02))}
         return {"job": f"{i}_x", "overrides": f"experiment=vgg_wide model.dropout={dropout} seed={seed}", "status": "ok",
                 "val_acc": acc - 0.02, "test_acc": acc + 0.02, "test_f1_macro": acc - 0.05, "minutes": 47.0, "seed": seed,
-                "calibration": cal, "tta": "ten_crop", "rank": i + 1, "history": [{"epoch": 0, "val/acc": acc - 0.02}],
+                "calibration": cal, "tta": "ten_crop", "rank": i + 1, "history": [{"epoch": 0, "val/acc": acc - 0.02, "time_s": 600.0}],
                 "recall": {"Angry": acc, "Disgust": 0.1}}
 
     rows = [job(0, 42, 0.4, 0.66), job(1, 43, 0.4, 0.68), job(2, 44, 0.2, 0.70), job(3, 44, 0.4, 0.67)]
@@ -160,6 +160,7 @@ def test_jobs_that_differ_only_in_seed_get_a_mean_and_spread(tmp_path):
     assert g["overrides"] == "experiment=vgg_wide model.dropout=0.4" and g["seeds"] == [42, 43, 44]
     assert g["test_acc"] == [0.66, 0.68, 0.67]  # without TTA, from the calibration report, not the job's tta
     assert g["test_acc_ten_crop"] == pytest.approx([0.68, 0.70, 0.69])
+    assert g["train_minutes"] == [10.0, 10.0, 10.0]  # the epochs' time, from the history
     text = write_summary(tmp_path, rows)
     assert "| experiment=vgg_wide model.dropout=0.4 | 42, 43, 44 | 65.00 ± 1.00% | 67.00 ± 1.00% |" in text
     assert json.loads((tmp_path / "seeds.json").read_text())[0]["seeds"] == [42, 43, 44]
