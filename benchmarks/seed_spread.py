@@ -6,7 +6,7 @@
 Each path is a sweep dir (every finished job in it) or a run dir (its metrics.json). --recorded
 adds seeds measured in an earlier session whose run dirs are gone (outputs/ does not outlive a
 session): a JSON list of fer.sweep.seed_figures dicts, each with its "seed" and a "source" line.
-Writes benchmarks/results/seeds_<NAME>.json and prints the table row. Figures as in a sweep's
+Writes benchmarks/results/seeds_<NAME>.json and prints a row per seed and their mean. Figures as in a sweep's
 summary: test_acc without TTA, macro-F1 and ECE (after temperature scaling) with the run's model.tta.
 """
 
@@ -18,19 +18,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fer.sweep import SPREAD_FIGURES, format_spread, seed_figures, spread, summarize_sweep  # noqa: E402
+from fer.sweep import SPREAD_FIGURES, format_spread, read_job, seed_figures, spread, summarize_sweep  # noqa: E402
 
 
 def runs_in(path: Path) -> list[dict]:
-    if (path / "metrics.json").exists():  # one run dir: the parent sweep's reader on this one job
-        rows = [r for r in summarize_sweep(path.parent) if r["job"] == path.name]
+    if (path / "metrics.json").exists():  # one run dir
+        rows, source = [read_job(path)], lambda r: str(path)
     else:
-        rows = summarize_sweep(path)
+        rows, source = summarize_sweep(path), lambda r: f"{path}/{r['job']}"
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
         sys.exit(f"error: no finished run (metrics.json) in {path}")
-    return [{"seed": r["seed"], "source": f"{path}/{r['job']}" if r["job"] != path.name else str(path), **seed_figures(r)}
-            for r in ok]
+    return [{"seed": r["seed"], "source": source(r), **seed_figures(r)} for r in ok]
 
 
 def main():
@@ -53,8 +52,7 @@ def main():
     out.write_text(json.dumps(result, indent=1) + "\n")
 
     def row(first: str, group: list[dict]) -> str:
-        return f"| {first} | " + " | ".join(format_spread([s.get(k) for s in group], percent=not k.endswith("minutes"))
-                                          for k in SPREAD_FIGURES) + " |"
+        return f"| {first} | " + " | ".join(format_spread(k, [s.get(k) for s in group]) for k in SPREAD_FIGURES) + " |"
 
     print("| seed | " + " | ".join(SPREAD_FIGURES) + " |\n|" + "---|" * (1 + len(SPREAD_FIGURES)))
     for s in result["seeds"]:

@@ -75,23 +75,26 @@ COLUMNS = ["rank", "job", "overrides", "status", "val_acc", "val_f1_macro", "tes
            "minutes"]
 
 
+def read_job(job_dir: Path) -> dict:
+    """One run dir of train.py as a summary row: its overrides, status and, when it finished, its figures."""
+    overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    overrides = " ".join(OmegaConf.load(overrides_file)) if overrides_file.exists() else ""
+    row = {"job": job_dir.name, "overrides": overrides}
+    if (job_dir / "metrics.json").exists():
+        m = json.loads((job_dir / "metrics.json").read_text())
+        row.update(status="ok", val_acc=m["val"]["acc"], val_f1_macro=m["val"]["f1_macro"], test_acc=m["test"]["acc"],
+                   test_f1_macro=m["test"]["f1_macro"], train_acc=m["train"]["acc"], epochs=m["epochs"],
+                   minutes=round(m["wall_time_s"] / 60, 1), recall=m["test"]["recall"], history=m["history"],
+                   calibration=m.get("calibration"), seed=m.get("seed"), tta=m["test"].get("tta"))
+    elif (job_dir / "error.txt").exists():
+        row.update(status="failed: " + (job_dir / "error.txt").read_text().strip().splitlines()[0][:200])
+    else:
+        row.update(status="did not finish")
+    return row
+
+
 def summarize_sweep(sweep_dir: Path) -> list[dict]:
-    rows = []
-    for job_dir in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=_job_number):
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        overrides = " ".join(OmegaConf.load(overrides_file)) if overrides_file.exists() else ""
-        row = {"job": job_dir.name, "overrides": overrides}
-        if (job_dir / "metrics.json").exists():
-            m = json.loads((job_dir / "metrics.json").read_text())
-            row.update(status="ok", val_acc=m["val"]["acc"], val_f1_macro=m["val"]["f1_macro"], test_acc=m["test"]["acc"],
-                       test_f1_macro=m["test"]["f1_macro"], train_acc=m["train"]["acc"], epochs=m["epochs"],
-                       minutes=round(m["wall_time_s"] / 60, 1), recall=m["test"]["recall"], history=m["history"],
-                       calibration=m.get("calibration"), seed=m.get("seed"), tta=m["test"].get("tta"))
-        elif (job_dir / "error.txt").exists():
-            row.update(status="failed: " + (job_dir / "error.txt").read_text().strip().splitlines()[0][:200])
-        else:
-            row.update(status="did not finish")
-        rows.append(row)
+    rows = [read_job(d) for d in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=_job_number)]
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -(r["val_acc"] or 0))
     rest = [r for r in rows if r["status"] != "ok"]
     for i, r in enumerate(ok, 1):
@@ -130,7 +133,7 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
                   "(test_acc without TTA; macro-F1 and ECE with the job's model.tta):", "",
                   "| overrides | seeds | " + " | ".join(SPREAD_FIGURES) + " |", "|" + "---|" * (2 + len(SPREAD_FIGURES)),
                   *(f"| {g['overrides'] or '(none)'} | {', '.join(map(str, g['seeds']))} | "
-                    + " | ".join(format_spread(g[k], percent=not k.endswith("minutes")) for k in SPREAD_FIGURES) + " |" for g in groups)]
+                    + " | ".join(format_spread(k, g[k]) for k in SPREAD_FIGURES) + " |" for g in groups)]
         (sweep_dir / "seeds.json").write_text(json.dumps(groups, indent=2) + "\n")
     text = "Ranked by validation (PublicTest) accuracy; test (PrivateTest) is reported, never used to rank.\n\n" + "\n".join(lines) + "\n"
     (sweep_dir / "summary.md").write_text(text)
@@ -193,11 +196,12 @@ def spread(values: list) -> dict | None:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
-def format_spread(values: list, percent: bool) -> str:
+def format_spread(figure: str, values: list) -> str:
+    """`values` of one of SPREAD_FIGURES as mean ± sd: fractions in percent, minutes as they are."""
     s = spread(values)
     if s is None:
         return ""
-    scale, unit = (100, "%") if percent else (1, "")
+    scale, unit = (1, "") if figure.endswith("minutes") else (100, "%")
     if s["n"] == 1:  # one value has no spread; "± 0.00" would claim one
         return f"{scale * s['mean']:.2f}{unit}"
     return f"{scale * s['mean']:.2f} ± {scale * s['sd']:.2f}{unit}"
