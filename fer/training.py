@@ -231,13 +231,27 @@ def _calibration_line(report: dict | None) -> str:
     return "\ntest by TTA mode: " + ", ".join(parts)
 
 
-def _print_summary(run_dir: Path, m: dict):
+def _duration_text(m: dict) -> str:
+    wall = f"{m['wall_time_s'] / 60:.1f} min"
+    if m.get("evaluated_only"):
+        return f"evaluated in {wall}"
+    history = m.get("history") or []
+    if not history or "time_s" not in history[-1]:
+        return f"{m['epochs']} epochs in {wall}"
+    # The epochs' own clock: a resumed run's wall time covers only its last leg (and the test).
+    return f"{m['epochs']} epochs in {history[-1]['time_s'] / 60:.1f} min of training (this run {wall}, test and calibration included)"
+
+
+def summary_text(run_dir: Path, m: dict) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.2f}%"
 
-    print(
+    return (
         f"\n{m['model']}: train {pct(m['train']['acc'])}  val {pct(m['val']['acc'])} (epoch {m['val']['best_epoch']})  "
         f"test {pct(m['test']['acc'])}  test macro-F1 {pct(m['test']['f1_macro'])}  "
-        f"{'evaluated' if m.get('evaluated_only') else str(m['epochs']) + ' epochs'} in {m['wall_time_s'] / 60:.1f} min{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}",
-        flush=True,
+        f"{_duration_text(m)}{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}"
     )
+
+
+def _print_summary(run_dir: Path, m: dict):
+    print(summary_text(run_dir, m), flush=True)

@@ -101,6 +101,8 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(fer2013_path, tmp_pat
     assert [h["epoch"] for h in m["history"]] == [0, 1, 2, 3]  # nothing repeated, nothing lost
     assert m["model"] == "baseline"
     assert torch.load(last, weights_only=True)["epoch"] == 3
+    # The summary's training time is all four epochs' (from the history), not only this leg's wall time.
+    assert f"4 epochs in {m['history'][-1]['time_s'] / 60:.1f} min of training" in r.stdout
 
 
 @pytest.mark.slow
