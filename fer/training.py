@@ -242,16 +242,13 @@ def _duration_text(m: dict) -> str:
     return f"{m['epochs']} epochs in {history[-1]['time_s'] / 60:.1f} min of training (this run {wall}, test and calibration included)"
 
 
-def summary_text(run_dir: Path, m: dict) -> str:
+def _print_summary(run_dir: Path, m: dict):
     def pct(x):
         return "-" if x is None else f"{100 * x:.2f}%"
 
-    return (
+    print(
         f"\n{m['model']}: train {pct(m['train']['acc'])}  val {pct(m['val']['acc'])} (epoch {m['val']['best_epoch']})  "
         f"test {pct(m['test']['acc'])}  test macro-F1 {pct(m['test']['f1_macro'])}  "
-        f"{_duration_text(m)}{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}"
+        f"{_duration_text(m)}{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}",
+        flush=True,
     )
-
-
-def _print_summary(run_dir: Path, m: dict):
-    print(summary_text(run_dir, m), flush=True)
