@@ -35,15 +35,14 @@ def replace_atomically(path: str | Path, write: Callable[[BinaryIO], object]) ->
 
 
 def remove_stray_parts(path: str | Path):
-    """Temporary files for path that a killed writer left behind (a live writer's are left alone)."""
-    path = Path(path)
+    """The temporary files that killed writers left beside path (a live writer's are left alone)."""
     try:
-        entries = list(path.parent.iterdir())
+        entries = list(Path(path).parent.iterdir())
     except OSError:
         return
     for entry in entries:
         m = _PART.match(entry.name)
-        if m and m["name"] == path.name and not _alive(int(m["pid"])):
+        if m and not _alive(int(m["pid"])):
             entry.unlink(missing_ok=True)
 
 
