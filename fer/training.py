@@ -122,17 +122,17 @@ class ShardReport(Callback):
 
 def _check_resumable(ckpt_path: str, model: EmotionClassifier):
     ckpt = read_checkpoint(ckpt_path)
-    if not {"pytorch-lightning_version", "optimizer_states", "loops"} <= ckpt.keys():
-        raise FerError(
-            f"{ckpt_path} is a slim model (weights and meta, no training state), not a run to resume: evaluate it with "
-            f"train=false ckpt_path={ckpt_path}, or start a new run from its weights with init_from={ckpt_path}"
-        )
     meta = ckpt["fer"]
     if meta["net"] != model.net_spec:
         arch = meta["net"].get("arch")
         raise FerError(
             f"{ckpt_path} holds a {arch!r} network with {meta['net']}, but this config builds {model.net_spec}; "
             f"resume with the run's own settings (model={arch} and its overrides)"
+        )
+    if not {"pytorch-lightning_version", "optimizer_states", "loops"} <= ckpt.keys():
+        raise FerError(
+            f"{ckpt_path} is a slim model (weights and meta, no training state), not a run to resume: evaluate it with "
+            f"train=false ckpt_path={ckpt_path}, or start a new run from its weights with init_from={ckpt_path}"
         )
 
 
