@@ -3,6 +3,9 @@
 - AtomicCheckpointIO: every checkpoint Lightning writes (best, last) replaces the old file in one
   rename, on every file system (fer.atomic); Lightning's own writer moves a temporary file from
   $TMPDIR, a copy when that is another file system, and a kill during it truncates last.ckpt.
+- RunRecord: the overrides the run trained with, in every checkpoint: what a resume re-applies
+  (fer.resume), read from the checkpoint it continues rather than from .hydra/overrides.yaml, which
+  any later command in the same dir can rewrite.
 - RunCheckpoint: the paths a ModelCheckpoint keeps in a checkpoint (best model, top k, last) are
   stored relative to its directory and re-rooted on loading, so a run dir that was moved or copied
   resumes into itself: it never tests, calibrates or deletes a file of the run it was copied from.
@@ -19,7 +22,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from fer.atomic import replace_atomically
 
@@ -66,3 +69,14 @@ class RunCheckpoint(ModelCheckpoint):
 
     def _here(self, path: str) -> str:
         return str(Path(self.dirpath) / Path(path).name) if path and self.dirpath else ""
+
+
+class RunRecord(Callback):
+    def __init__(self, overrides: list[str]):
+        self.overrides = [str(o) for o in overrides]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"overrides": self.overrides}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass  # a resumed run records the overrides it runs with now (fer.resume put the earlier ones first)

@@ -26,12 +26,20 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     if any(a in overrides.MULTIRUN_FLAGS for a in args) or "hydra.run.dir" in given:
         return argv
-    run_dir = Path(str(ckpt)).expanduser().resolve().parent.parent  # RUN/checkpoints/last.ckpt
+    ckpt = Path(str(ckpt)).expanduser().resolve()
+    run_dir = ckpt.parent.parent  # RUN/checkpoints/last.ckpt
+    if ckpt.parent.name != "checkpoints":
+        return argv  # not in a run dir: resume with the config as given, in a new dir
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    if not overrides_file.is_file():
-        return argv  # not one of our run dirs: resume with the config as given, in a new dir
+    # The checkpoint's own record first: .hydra/overrides.yaml is rewritten by any later command run in this
+    # dir (a resume that then failed, say); the file serves checkpoints written before the record existed.
+    recorded, source = _checkpoint_record(ckpt), ckpt
+    if recorded is None:
+        if not overrides_file.is_file():
+            return argv  # not one of our run dirs: resume with the config as given, in a new dir
+        recorded, source = _recorded(overrides_file), overrides_file
     kept, refused = [], []
-    for line in _recorded(overrides_file):
+    for line in recorded:
         try:
             o = overrides.parse(line)
         except FerError:
@@ -46,11 +54,24 @@ def resume_argv(argv: list[str]) -> list[str]:
             kept.append(line)
     if refused:
         raise FerError(
-            f"not resuming: {overrides_file} asks for what resume does not re-apply by itself: {'; '.join(refused)}. "
-            "If the run is yours and you trust them, give them on the command line; otherwise delete those lines"
+            f"not resuming: {source} asks for what resume does not re-apply by itself: {'; '.join(refused)}. "
+            "Nothing was run; if the run is yours and you trust them, give them on the command line yourself"
         )
     print(f"resuming {run_dir} with its overrides: {' '.join(kept) or '(none)'}", file=sys.stderr, flush=True)
     return [argv[0], *kept, *args, f"hydra.run.dir={_quoted(run_dir)}"]
+
+
+def _checkpoint_record(ckpt: Path) -> list[str] | None:
+    """The overrides fer.checkpointing.RunRecord stored in the checkpoint, or None (older, slim or unreadable:
+    train.py says what is wrong with it once Hydra has started)."""
+    import torch  # here: only a resume pays for it before Hydra starts
+
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["callbacks"]["RunRecord"]
+    except Exception:  # not a zip-format Lightning checkpoint with a record
+        return None
+    overrides = state.get("overrides") if isinstance(state, dict) else None
+    return overrides if isinstance(overrides, list) and all(isinstance(o, str) for o in overrides) else None
 
 
 def _recorded(overrides_file: Path) -> list[str]:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer import calibration, distributed, plots, runinfo
 from fer.checkpoint import read_checkpoint, save_slim, update_meta
-from fer.checkpointing import AtomicCheckpointIO, RunCheckpoint
+from fer.checkpointing import AtomicCheckpointIO, RunCheckpoint, RunRecord
 from fer.ema import EMAWeights
 from fer.errors import FerError
 from fer.module import EmotionClassifier
@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict:
     # last.ckpt after every epoch, improved or not: what `ckpt_path=.../last.ckpt` resumes from.
     # (ModelCheckpoint's own save_last only writes when it also writes a best checkpoint.)
     last = RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-    callbacks = [checkpoint, last, ShardReport()]
+    callbacks = [checkpoint, last, ShardReport(), RunRecord(hydra_cfg.overrides.task)]
     if cfg.get("ema_decay"):
         callbacks.append(EMAWeights(cfg.ema_decay))
     if cfg.early_stopping_patience:

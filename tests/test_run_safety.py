@@ -51,6 +51,7 @@ def finished_run(fer2013_path, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_a_refused_run_leaves_the_earlier_runs_record_byte_identical(finished_run, tiny_csv, tmp_path):
     before = digests(finished_run)
+    before_overrides = (finished_run / ".hydra" / "overrides.yaml").read_text()
     other = tmp_path / "other" / "run"
     (other / "checkpoints").mkdir(parents=True)
     for args in (
@@ -62,6 +63,16 @@ def test_a_refused_run_leaves_the_earlier_runs_record_byte_identical(finished_ru
         r = run_cli(["train.py", *args])
         one_line_error(r, "already holds a run", "nothing was overwritten", f"ckpt_path={finished_run}/checkpoints/last.ckpt")
     assert digests(finished_run) == before
+    # A later resume brings back the run's own overrides, whatever happened to .hydra/ meanwhile: they travel
+    # in the checkpoint it continues.
+    recorded = torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["RunRecord"]["overrides"]
+    assert "trainer.limit_train_batches=5" in recorded
+    (finished_run / ".hydra" / "overrides.yaml").write_text("- model.optimizer.lr=0.5\n")
+    try:
+        argv = resume_argv(["train.py", f"ckpt_path={finished_run}/checkpoints/last.ckpt"])
+    finally:
+        (finished_run / ".hydra" / "overrides.yaml").write_text(before_overrides)
+    assert "trainer.limit_train_batches=5" in argv and "model.optimizer.lr=0.5" not in argv
 
 
 # --- 4: a kill while a checkpoint is written ------------------------------------------------------
@@ -217,6 +228,17 @@ def test_resume_says_what_it_re_applies_and_refuses_the_rest(tmp_path, capsys):
     (run_dir / ".hydra" / "overrides.yaml").write_text("{a: 1}\n")
     with pytest.raises(FerError, match="not a list of overrides"):
         resume_argv(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt"])
+
+
+def test_the_checkpoints_record_wins_and_is_checked_like_the_file(tmp_path, capsys):
+    run_dir = crafted_run(tmp_path, ["model.optimizer.lr=0.5"])  # .hydra/ rewritten by some later command
+    last = run_dir / "checkpoints" / "last.ckpt"
+    torch.save({"callbacks": {"RunRecord": {"overrides": ["model.dropout=0.2"]}}}, last)
+    argv = resume_argv(["train.py", f"ckpt_path={last}"])
+    assert argv[1:] == ["model.dropout=0.2", f"ckpt_path={last}", f"hydra.run.dir='{run_dir}'"]
+    torch.save({"callbacks": {"RunRecord": {"overrides": ["+hydra.callbacks.x._target_=builtins.open"]}}}, last)
+    with pytest.raises(FerError, match=r"not resuming: .*last.ckpt asks for .*\(a Hydra setting\)"):
+        resume_argv(["train.py", f"ckpt_path={last}"])
 
 
 def test_a_crafted_run_folder_cannot_run_a_target_on_resume(tmp_path):
