@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from fer.distributed import worker_argv
 from fer.errors import exit_on_user_error
 from fer.resume import resume_argv
+from fer.rundir import refuse_occupied_run_dir
 from fer.sweep import require_plugins
 
 
@@ -29,4 +30,5 @@ if __name__ == "__main__":
     with exit_on_user_error():
         require_plugins(sys.argv)
         sys.argv = resume_argv(worker_argv(sys.argv))  # a DDP worker rejoins rank 0's job, see fer/distributed.py
+        refuse_occupied_run_dir(sys.argv)  # before Hydra writes .hydra/ into it
         main()

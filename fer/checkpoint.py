@@ -2,12 +2,12 @@
 architecture spec, class names, normalisation statistics, input size and preprocessing settings,
 all plain Python types, so loading needs neither Hydra nor unpickling of arbitrary objects."""
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fer.atomic import replace_atomically
 from fer.errors import FerError
 from fer.models import build_net
 
@@ -20,13 +20,49 @@ def read_checkpoint(path: str | Path) -> dict:
         raise FerError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise FerError(f"cannot read {path}: permission denied") from None
     except Exception as e:  # torch's safe unpickler raises many kinds (IndexError on an empty file, KeyError on text...)
-        raise FerError(f"{path} is not a fer checkpoint (could not read it: {str(e).splitlines()[0][:200]})") from None
+        if path.stat().st_size == 0:
+            raise FerError(f"{path} is empty (0 bytes), not a checkpoint") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise FerError(f"{path} is not a fer checkpoint (could not read it: {first})") from None
     if not isinstance(ckpt, dict) or "fer" not in ckpt or "state_dict" not in ckpt:
         raise FerError(f"{path} is not a fer checkpoint (no 'fer' entry); train one with `python train.py`")
+    problem = _meta_problem(ckpt["fer"]) or (None if isinstance(ckpt["state_dict"], dict) else "its state_dict is not a mapping")
+    if problem:
+        raise FerError(f"{path} is not a usable fer checkpoint: {problem}")
     if ckpt["fer"].get("format", 0) > FORMAT:
         raise FerError(f"{path} was written by a newer fer (format {ckpt['fer']['format']}); upgrade fer")
     return ckpt
+
+
+def _meta_problem(meta) -> str | None:
+    """What is wrong with a checkpoint's "fer" entry for the code that reads it, or None."""
+    if not isinstance(meta, dict):
+        return f"its 'fer' entry is a {type(meta).__name__}, not a mapping"
+
+    def number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    checks = {
+        "format": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "net": lambda v: isinstance(v, dict) and isinstance(v.get("arch"), str),
+        "class_names": lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(c, str) for c in v),
+        "mean": number,
+        "std": lambda v: number(v) and v > 0,
+        "input_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    }
+    optional = {"format", "preprocess", "history", "temperature"}
+    checks.update({"preprocess": lambda v: v is None or isinstance(v, dict), "history": lambda v: isinstance(v, list),
+                   "temperature": lambda v: isinstance(v, dict) and all(number(t) and t > 0 for t in v.values())})
+    for key, ok in checks.items():
+        if key not in meta:
+            if key not in optional:
+                return f"its 'fer' entry lacks {key!r}"
+        elif not ok(meta[key]):
+            return f"its 'fer' entry has an invalid {key!r} ({str(meta[key])[:80]})"
+    return None
 
 
 def net_weights(state_dict: dict) -> dict:
@@ -42,19 +78,19 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
     try:
         net.load_state_dict(net_weights(ckpt["state_dict"]))
     except RuntimeError as e:
-        raise FerError(f"{path}: weights do not fit the stored architecture {meta['net'].get('arch')!r} ({str(e)[:200]})") from None
+        raise FerError(f"{path}: weights do not fit the stored architecture {meta['net'].get('arch')!r} ({mismatch(e)})") from None
     return net.eval(), meta
 
 
+def mismatch(e: RuntimeError) -> str:
+    """load_state_dict's many-line complaint -> its first problem, one line."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else "size mismatch")[:200]
+
+
 def _save_atomically(ckpt: dict, dst: Path):
-    # Written beside the target and renamed: an interrupted save never leaves half a checkpoint.
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    part = dst.with_name(f".{dst.name}.{os.getpid()}.part")
-    try:
-        torch.save(ckpt, part)
-        os.replace(part, dst)
-    finally:
-        part.unlink(missing_ok=True)
+    # An interrupted save never leaves half a checkpoint (fer.atomic).
+    replace_atomically(dst, lambda f: torch.save(ckpt, f))
 
 
 def save_slim(src: str | Path, dst: str | Path, half: bool = True, meta_updates: dict | None = None) -> Path:

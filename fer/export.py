@@ -12,7 +12,6 @@ as well and takes about 3 s; nothing in a network this simple needs what it adds
 """
 
 import io
-import os
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 import fer
+from fer.atomic import replace_atomically
 from fer.checkpoint import load_classifier
 from fer.errors import FerError
 from fer.infer.onnx_backend import INPUT, OUTPUT, metadata_props, open_session
@@ -80,18 +80,24 @@ def largest_difference(model: FaceProbabilities, proto: onnx.ModelProto) -> floa
 
 
 def write_atomically(proto: onnx.ModelProto, path: Path, overwrite: bool):
-    # Written beside the target and renamed, so an interrupted export never leaves half a model.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        part.write_bytes(proto.SerializeToString())
+    # An interrupted export never leaves half a model (fer.atomic).
+    data = proto.SerializeToString()
+
+    def write(f):
+        f.write(data)
         if path.exists() and not overwrite:  # checked again: it may have appeared meanwhile
             raise FerError(f"{path} already exists; choose another output= or pass overwrite=true to replace it")
-        os.replace(part, path)
-    except OSError as e:
-        raise FerError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        part.unlink(missing_ok=True)
+
+    try:
+        replace_atomically(path, write)
+    except OSError as e:  # a read-only or full disk, a folder that cannot be made
+        raise FerError(f"cannot write {path}: {_reason(e)}") from None
+
+
+def _reason(e: OSError) -> str:
+    if isinstance(e, PermissionError):
+        return f"permission denied ({e.filename})" if e.filename else "permission denied"
+    return e.strerror or str(e)
 
 
 def export_onnx(ckpt_path: str | Path, output: str | None = None, overwrite: bool = False,

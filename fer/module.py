@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score, MulticlassRecall
 
-from fer.checkpoint import FORMAT, read_checkpoint
+from fer.checkpoint import FORMAT, mismatch, read_checkpoint
 from fer.errors import FerError
 from fer.labels import EMOTIONS
 from fer.models import build_net
@@ -88,7 +88,11 @@ class EmotionClassifier(L.LightningModule):
         spec = dict(meta["net"])
         arch = {k: v for k, v in spec.items() if k not in ("input_size", "num_classes")}
         model = cls(net=arch, input_size=spec["input_size"], class_names=meta["class_names"], preprocess=meta.get("preprocess"))
-        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        except RuntimeError as e:  # a tensor of another shape than the stored spec builds
+            raise FerError(f"{path}: weights do not fit the stored architecture {spec.get('arch')!r} "
+                           f"({mismatch(e)})") from None
         if any(k.startswith("net.") for k in missing + unexpected):
             raise FerError(f"{path}: weights do not fit the stored architecture {spec.get('arch')!r}")
         # The stored statistics are the truth: a slim checkpoint (the shipped model) keeps no buffers,

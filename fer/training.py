@@ -11,15 +11,17 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from fer import calibration, distributed, plots, precision, runinfo, warmstart
 from fer.checkpoint import read_checkpoint, save_slim, update_meta
+from fer.checkpointing import AtomicCheckpointIO, RunCheckpoint, RunRecord
 from fer.ema import EMAWeights
 from fer.errors import FerError
 from fer.module import EmotionClassifier
+from fer.rundir import holds_run, occupied_message
 from fer.tta import check_mode
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,8 @@ def run(cfg: DictConfig) -> dict:
     resuming = bool(cfg.train and cfg.ckpt_path)
     distributed.keep_log_files_to_rank_zero()
     # Rank 0 alone checks: DDP workers join the run it has started in this dir (and write nothing there).
-    if distributed.is_rank_zero() and not resuming and ((run_dir / "checkpoints").exists() or (run_dir / "metrics.json").exists()):
-        raise FerError(f"{run_dir} already holds a run; choose another hydra.run.dir (nothing was overwritten)")
+    if distributed.is_rank_zero() and not resuming and holds_run(run_dir):  # train.py checked hydra.run.dir= already
+        raise FerError(occupied_message(run_dir))
     distributed.brief_workers(run_dir, hydra_cfg.overrides.task, hydra_cfg.overrides.hydra, sys.argv)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -63,14 +65,15 @@ def run(cfg: DictConfig) -> dict:
         model.tta = check_mode(cfg.model.get("tta", "none"))  # model.tta=ten_crop evaluates a checkpoint with TTA
         datamodule.pin_preprocessing(float(model.pixel_mean), float(model.pixel_std), model.input_size)
 
-    checkpoint = ModelCheckpoint(
+    # RunCheckpoint: paths relative to the run, so a moved run dir resumes into itself (fer.checkpointing).
+    checkpoint = RunCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}-acc{val/acc:.4f}", auto_insert_metric_name=False,
         monitor="val/acc", mode="max",
     )
     # last.ckpt after every epoch, improved or not: what `ckpt_path=.../last.ckpt` resumes from.
     # (ModelCheckpoint's own save_last only writes when it also writes a best checkpoint.)
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-    callbacks = [checkpoint, last, ShardReport()]
+    last = RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    callbacks = [checkpoint, last, ShardReport(), RunRecord(hydra_cfg.overrides.task)]
     if cfg.get("ema_decay"):
         callbacks.append(EMAWeights(cfg.ema_decay))
     if warmstart.check_freeze(cfg.get("finetune", {}).get("freeze")) == "features":
@@ -80,7 +83,9 @@ def run(cfg: DictConfig) -> dict:
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     chosen_precision, why = precision.choose(cfg.trainer.precision, cfg.trainer.accelerator)
     log.info("precision: %s (%s)", chosen_precision, why)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, precision=chosen_precision)
+    # AtomicCheckpointIO: a kill while a checkpoint is written leaves the previous one whole.
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, precision=chosen_precision,
+                                     plugins=[AtomicCheckpointIO()])
     distributed.check_launcher_can_start_workers(str(hydra_cfg.launcher.get("_target_", "")), trainer)
 
     if cfg.train:
@@ -134,12 +139,18 @@ class ShardReport(Callback):
 
 
 def _check_resumable(ckpt_path: str, model: EmotionClassifier):
-    meta = read_checkpoint(ckpt_path)["fer"]
+    ckpt = read_checkpoint(ckpt_path)
+    meta = ckpt["fer"]
     if meta["net"] != model.net_spec:
         arch = meta["net"].get("arch")
         raise FerError(
             f"{ckpt_path} holds a {arch!r} network with {meta['net']}, but this config builds {model.net_spec}; "
             f"resume with the run's own settings (model={arch} and its overrides)"
+        )
+    if not {"pytorch-lightning_version", "optimizer_states", "loops"} <= ckpt.keys():
+        raise FerError(
+            f"{ckpt_path} is a slim model (weights and meta, no training state), not a run to resume: evaluate it with "
+            f"train=false ckpt_path={ckpt_path}, or start a new run from its weights with init_from={ckpt_path}"
         )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer.atomic import replace_atomically
 from fer.data.reader import FerData, read_fer2013, resolve_data_path
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,10 @@ def load_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: floa
     data = read_fer2013(path, on_bad_row, val_fraction, seed, test_fraction, faces)
     log.info("parsed %d faces in %.1f s", len(data.labels), time.perf_counter() - t0)
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=data.images, labels=data.labels, splits=data.splits, skipped=data.skipped, no_face=np.asarray(data.no_face, dtype=str))
-        os.replace(tmp, file)  # atomic: a parallel run never sees half a file
+        # atomic (fer.atomic): a parallel run never sees half a file
+        arrays = {"images": data.images, "labels": data.labels, "splits": data.splits, "skipped": data.skipped,
+                  "no_face": np.asarray(data.no_face, dtype=str)}
+        replace_atomically(file, lambda f: np.savez(f, **arrays))
     except OSError as e:
         log.warning("could not write the cache %s (%s); the next run parses again", file, e)
     return data

@@ -110,6 +110,8 @@ def _read_tar(path: Path, bad: _BadRows) -> FerData:
         tar = tarfile.open(path)
         member = next((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".csv") and "fer2013" in m.name), None)
         member = member or next((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".csv")), None)
+    except PermissionError:
+        raise FerError(f"{path}: permission denied; make the file readable for this user") from None
     except (tarfile.TarError, EOFError, OSError) as e:
         raise FerError(f"{path}: not a readable tar archive ({e})") from None
     if member is None:
@@ -148,6 +150,8 @@ def _read_csv_stream(open_text, bad: _BadRows) -> FerData:
                 labels.append(int(label))
                 splits.append(USAGE_TO_SPLIT[usage])
                 pixels.append((line, pix))
+    except PermissionError:  # an OSError too, but nothing is wrong with the file itself
+        raise FerError(f"{bad.source}: permission denied; make the file readable for this user") from None
     except (EOFError, gzip.BadGzipFile, OSError, csv.Error) as e:
         # A truncated or corrupt file: with skip, keep what was read before the damage.
         if not bad.skip or isinstance(e, gzip.BadGzipFile):

@@ -1,0 +1,340 @@
+"""No fault loses a run: refused runs write nothing, a kill mid-write keeps last.ckpt whole, a moved run
+dir resumes into itself, a crafted run folder runs nothing, and bad checkpoints end in one line."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, run_cli
+from test_cli import assert_clean_error
+
+from fer import atomic
+from fer.checkpoint import read_checkpoint
+from fer.checkpointing import RunCheckpoint
+from fer.errors import FerError
+from fer.overrides import parse, refusal
+from fer.resume import resume_argv
+
+# The README's default model, shrunk to a few batches (5 steps: enough for the one-cycle schedule).
+SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+         "eval_train_split=false", "calibrate=false", "trainer.enable_progress_bar=false"]
+
+
+def one_line_error(r, *fragments):
+    assert_clean_error(r, *fragments)
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, r.stderr[-2000:]
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(fer2013_path, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    r = run_cli(["train.py", f"data.path={fer2013_path}", *SHORT, f"hydra.run.dir={run_dir}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run_dir
+
+
+# --- 3: a refused run writes nothing ------------------------------------------------------------
+@pytest.mark.slow
+def test_a_refused_run_leaves_the_earlier_runs_record_byte_identical(finished_run, tiny_csv, tmp_path):
+    before = digests(finished_run)
+    before_overrides = (finished_run / ".hydra" / "overrides.yaml").read_text()
+    other = tmp_path / "other" / "run"
+    (other / "checkpoints").mkdir(parents=True)
+    for args in (
+        [f"data.path={tiny_csv}", "model.optimizer.lr=0.5", f"hydra.run.dir={finished_run}"],
+        [f"data.path={tiny_csv}", f"hydra.run.dir='{finished_run}'"],  # quoted as Hydra reads it
+        ["train=false", f"ckpt_path={finished_run}/checkpoints/last.ckpt", f"hydra.run.dir={finished_run}"],
+        [f"ckpt_path={other}/checkpoints/last.ckpt", f"hydra.run.dir={finished_run}"],  # another run's checkpoint
+    ):
+        r = run_cli(["train.py", *args])
+        one_line_error(r, "already holds a run", "nothing was overwritten", f"ckpt_path={finished_run}/checkpoints/last.ckpt")
+    assert digests(finished_run) == before
+    # A later resume brings back the run's own overrides, whatever happened to .hydra/ meanwhile: they travel
+    # in the checkpoint it continues.
+    recorded = torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["RunRecord"]["overrides"]
+    assert "trainer.limit_train_batches=5" in recorded
+    (finished_run / ".hydra" / "overrides.yaml").write_text("- model.optimizer.lr=0.5\n")
+    try:
+        argv = resume_argv(["train.py", f"ckpt_path={finished_run}/checkpoints/last.ckpt"])
+    finally:
+        (finished_run / ".hydra" / "overrides.yaml").write_text(before_overrides)
+    assert "trainer.limit_train_batches=5" in argv and "model.optimizer.lr=0.5" not in argv
+
+
+# --- 4: a kill while a checkpoint is written ------------------------------------------------------
+SLOW_FSYNC = """import os, time
+_fsync = os.fsync
+def _slow(fd):
+    time.sleep(float(os.environ.get("FER_TEST_SLOW_FSYNC", "0")))
+    _fsync(fd)
+os.fsync = _slow
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs a tmpfs at /dev/shm")
+def test_sigkill_during_a_checkpoint_write_keeps_last_ckpt_whole(fer2013_path, tmp_path):
+    # $TMPDIR on another file system (tmpfs), where a temporary file moved into the run dir is a copy.
+    tmpdir = Path("/dev/shm") / f"fer-test-{os.getpid()}"
+    tmpdir.mkdir(exist_ok=True)
+    # Each fsync takes a second in the training process, so the kill lands inside a checkpoint write.
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_FSYNC)
+    env = {**os.environ, "TMPDIR": str(tmpdir), "FER_TEST_SLOW_FSYNC": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p)}
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "train.py", f"data.path={fer2013_path}", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
+            *SHORT[2:], f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.ckpt"
+    try:
+        deadline, good = time.time() + 300, None
+        while time.time() < deadline and proc.poll() is None:
+            if good is None and last.exists():
+                good = last.read_bytes()  # epoch 1's, written whole (the rename comes after the slow fsync)
+            if good is not None and any(p.name.startswith(".last.ckpt.") for p in checkpoints.iterdir()):
+                break  # epoch 2's last.ckpt is being written
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    assert good is not None and not (run_dir / "metrics.json").exists(), "the run ended before a write could be interrupted"
+    assert last.read_bytes() == good  # the killed write left the previous checkpoint untouched
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    assert [p.name for p in checkpoints.iterdir() if p.name.endswith(".part")]  # what the kill left behind...
+
+    r = run_cli(["train.py", f"ckpt_path={last}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert [h["epoch"] for h in m["history"]] == [0, 1, 2]  # only the unfinished epoch was lost, and redone
+    assert not [p.name for p in checkpoints.iterdir() if p.name.endswith(".part")]  # ...is cleaned up by the next write
+
+
+def test_replace_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"good")
+    (tmp_path / ".best.ckpt.999999999.part").write_bytes(b"half")  # a dead writer's leftover
+
+    def fail(f):
+        f.write(b"ha")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic.replace_atomically(target, fail)
+    assert target.read_bytes() == b"good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    atomic.replace_atomically(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"new"
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
+    live = tmp_path / f".last.ckpt.{os.getppid()}.part"  # the parent process: alive
+    live.write_bytes(b"being written")
+    atomic.replace_atomically(tmp_path / "other.ckpt", lambda f: f.write(b"x"))
+    assert live.exists()
+
+
+# --- 5: a moved run dir resumes into itself -------------------------------------------------------
+def test_checkpoint_paths_are_stored_relative_and_old_absolute_ones_rerooted(tmp_path):
+    here, elsewhere = tmp_path / "moved" / "checkpoints", tmp_path / "original" / "checkpoints"
+    here.mkdir(parents=True)
+    (here / "best-epoch03-acc0.5000.ckpt").write_bytes(b"x")
+    callback = RunCheckpoint(dirpath=here, monitor="val/acc", mode="max")
+    old = {"monitor": "val/acc", "best_model_score": torch.tensor(0.5), "best_model_path": str(elsewhere / "best-epoch03-acc0.5000.ckpt"),
+           "current_score": torch.tensor(0.5), "dirpath": str(elsewhere), "kth_value": torch.tensor(0.5),
+           "best_k_models": {str(elsewhere / "best-epoch03-acc0.5000.ckpt"): torch.tensor(0.5)},
+           "kth_best_model_path": str(elsewhere / "best-epoch03-acc0.5000.ckpt"), "last_model_path": ""}
+    callback.load_state_dict(old)
+    assert callback.best_model_path == str(here / "best-epoch03-acc0.5000.ckpt")
+    assert callback.best_model_score == 0.5 and list(callback.best_k_models) == [callback.best_model_path]
+    stored = callback.state_dict()
+    assert stored["best_model_path"] == "best-epoch03-acc0.5000.ckpt" and stored["dirpath"] == "."
+    assert "ModelCheckpoint{" in callback.state_key  # the key older checkpoints were written under
+
+    gone = RunCheckpoint(dirpath=tmp_path / "empty", monitor="val/acc", mode="max")
+    gone.load_state_dict(old)  # the best checkpoint did not come along: rank afresh instead of testing a missing file
+    assert gone.best_model_path == "" and gone.best_model_score is None
+
+
+@pytest.mark.slow
+def test_a_moved_run_dir_resumes_into_itself_and_touches_nothing_outside(finished_run, tmp_path):
+    before = digests(finished_run)
+    copy = shutil.copytree(finished_run, tmp_path / "copy")
+    faster = ["data.eval_batch_size=64"]  # calibration on fewer faces; the run's own overrides come back
+    r = run_cli(["train.py", f"ckpt_path={copy}/checkpoints/last.ckpt", "calibrate=true", *faster])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming {copy}" in r.stderr
+    m = json.loads((copy / "metrics.json").read_text())
+    assert Path(m["test"]["checkpoint"]).parent == copy / "checkpoints"
+    assert Path(m["calibration"]["stored_in"]).parent == copy / "checkpoints"
+    assert digests(finished_run) == before  # the run it was copied from: not tested, calibrated or rewritten
+
+    moved = tmp_path / "moved"
+    copy.rename(moved)  # and with the copy it came from gone
+    r = run_cli(["train.py", f"ckpt_path={moved}/checkpoints/last.ckpt", "calibrate=false"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert Path(json.loads((moved / "metrics.json").read_text())["test"]["checkpoint"]).parent == moved / "checkpoints"
+    assert digests(finished_run) == before
+
+
+# --- 6: a crafted run folder runs nothing ---------------------------------------------------------
+SAFE = ["model=vgg", "model.dropout=0.2", "data.path=/data/fer2013.csv", "~model.scheduler", "trainer.max_epochs=3",
+        "model.net.widths=[8,16]", "seed=${model.optimizer.lr}"]
+UNSAFE = ["+hydra.callbacks.x._target_=builtins.open", "hydra/launcher=joblib", "hydra.job.chdir=true",
+          "model.optimizer._target_=os.system", "+model.scheduler={_target_:os.system,command:x}", "trainer.plugins=[{_target_:x}]",
+          "model@hydra.x=vgg", "model=../../tmp/evil", "data.path=${oc.env:HOME}", "model.dropout=0.1,0.2"]
+
+
+def test_only_the_projects_own_settings_are_re_applied():
+    assert [o for o in SAFE if refusal(parse(o))] == []
+    assert [o for o in UNSAFE if not refusal(parse(o))] == []
+
+
+def crafted_run(tmp_path: Path, overrides: list[str]) -> Path:
+    run_dir = tmp_path / "crafted"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return run_dir
+
+
+def test_resume_says_what_it_re_applies_and_refuses_the_rest(tmp_path, capsys):
+    run_dir = crafted_run(tmp_path, ["model.dropout=0.2", "trainer.max_epochs=3", "ckpt_path=x"])
+    argv = resume_argv(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=5"])
+    assert argv[1:] == ["model.dropout=0.2", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=5",
+                        f"hydra.run.dir='{run_dir}'"]
+    assert f"resuming {run_dir} with its overrides: model.dropout=0.2" in capsys.readouterr().err
+
+    run_dir = crafted_run(tmp_path / "b", ["model.dropout=0.2", "+hydra.callbacks.x._target_=builtins.open"])
+    with pytest.raises(FerError, match=r"not resuming: .*\+hydra.callbacks.x._target_=builtins.open \(a Hydra setting\)"):
+        resume_argv(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt"])
+    (run_dir / ".hydra" / "overrides.yaml").write_text("{a: 1}\n")
+    with pytest.raises(FerError, match="not a list of overrides"):
+        resume_argv(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt"])
+
+
+def test_the_checkpoints_record_wins_and_is_checked_like_the_file(tmp_path, capsys):
+    run_dir = crafted_run(tmp_path, ["model.optimizer.lr=0.5"])  # .hydra/ rewritten by some later command
+    last = run_dir / "checkpoints" / "last.ckpt"
+    torch.save({"callbacks": {"RunRecord": {"overrides": ["model.dropout=0.2"]}}}, last)
+    argv = resume_argv(["train.py", f"ckpt_path={last}"])
+    assert argv[1:] == ["model.dropout=0.2", f"ckpt_path={last}", f"hydra.run.dir='{run_dir}'"]
+    torch.save({"callbacks": {"RunRecord": {"overrides": ["+hydra.callbacks.x._target_=builtins.open"]}}}, last)
+    with pytest.raises(FerError, match=r"not resuming: .*last.ckpt asks for .*\(a Hydra setting\)"):
+        resume_argv(["train.py", f"ckpt_path={last}"])
+
+
+def test_a_crafted_run_folder_cannot_run_a_target_on_resume(tmp_path):
+    victim = tmp_path / "victim.txt"
+    run_dir = crafted_run(tmp_path, ["+hydra.callbacks.x._target_=builtins.open", f"+hydra.callbacks.x.file={victim}",
+                                     "+hydra.callbacks.x.mode=w"])
+    before = digests(run_dir)
+    r = run_cli(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt"])
+    one_line_error(r, "not resuming", "+hydra.callbacks.x._target_=builtins.open (a Hydra setting)")
+    assert not victim.exists()
+    assert digests(run_dir) == before
+
+
+# --- 7: bad checkpoints and outputs, one line each ------------------------------------------------
+def test_an_empty_checkpoint_to_resume(tiny_csv, tmp_path):
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    for extra in ([], ["train=false"]):
+        one_line_error(run_cli(["train.py", f"ckpt_path={empty}", f"data.path={tiny_csv}", *extra, f"hydra.run.dir={tmp_path / 'r'}"]),
+                       "empty (0 bytes)")
+
+
+def test_the_shipped_slim_model_is_not_a_run_to_resume(tiny_csv, tmp_path):
+    slim = ROOT / "fer" / "weights" / "fer2013_regularized.ckpt"
+    r = run_cli(["train.py", f"ckpt_path={slim}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'r'}"])
+    one_line_error(r, "is a slim model", "train=false", "init_from=")
+
+
+def test_weights_that_do_not_fit_the_stored_spec(tiny_csv, tmp_path, random_checkpoint):
+    ckpt = torch.load(random_checkpoint, weights_only=True)
+    first = next(k for k in ckpt["state_dict"] if k.startswith("net."))
+    ckpt["state_dict"][first] = torch.zeros(3)
+    torch.save(ckpt, tmp_path / "bad.ckpt")
+    r = run_cli(["train.py", "train=false", f"ckpt_path={tmp_path / 'bad.ckpt'}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'r'}"])
+    one_line_error(r, "weights do not fit the stored architecture 'regularized'", "size mismatch")
+
+
+@pytest.mark.parametrize("meta, problem", [
+    (["not", "a", "mapping"], "is a list, not a mapping"),
+    ("drop mean", "lacks 'mean'"),
+    ("std 0", "invalid 'std'"),
+])
+def test_a_fer_entry_that_is_not_usable(random_checkpoint, tmp_path, meta, problem):
+    ckpt = torch.load(random_checkpoint, weights_only=True)
+    if meta == "drop mean":
+        del ckpt["fer"]["mean"]
+    elif meta == "std 0":
+        ckpt["fer"]["std"] = 0.0
+    else:
+        ckpt["fer"] = meta
+    torch.save(ckpt, tmp_path / "m.ckpt")
+    with pytest.raises(FerError, match=problem):
+        read_checkpoint(tmp_path / "m.ckpt")
+
+
+def test_a_fer_entry_without_mean_on_the_command_line(tiny_csv, random_checkpoint, tmp_path):
+    ckpt = torch.load(random_checkpoint, weights_only=True)
+    del ckpt["fer"]["mean"]
+    torch.save(ckpt, tmp_path / "m.ckpt")
+    r = run_cli(["train.py", "train=false", f"ckpt_path={tmp_path / 'm.ckpt'}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'r'}"])
+    one_line_error(r, "not a usable fer checkpoint", "lacks 'mean'")
+    one_line_error(run_cli(["export.py", f"ckpt_path={tmp_path / 'm.ckpt'}"]), "lacks 'mean'")
+
+
+def test_permission_denied_says_so(random_checkpoint, tiny_csv, monkeypatch):
+    from fer.data import reader
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(args[0]))
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(FerError, match="permission denied"):
+        read_checkpoint(random_checkpoint)
+    monkeypatch.setattr(reader, "open", denied, raising=False)  # the module's open(), not everyone's
+    with pytest.raises(FerError, match="permission denied") as e:
+        reader.read_fer2013(tiny_csv)
+    assert "corrupt" not in str(e.value)
+
+
+def test_export_into_a_folder_it_cannot_make(random_checkpoint, tmp_path, monkeypatch):
+    from fer.export import export_onnx
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    with pytest.raises(FerError, match=r"cannot write .*x\.onnx: permission denied"):
+        export_onnx(random_checkpoint, str(tmp_path / "readonly" / "new" / "x.onnx"))
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_export_py_into_a_read_only_folder(random_checkpoint, tmp_path):
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    try:
+        one_line_error(run_cli(["export.py", f"ckpt_path={random_checkpoint}", f"output={readonly / 'new' / 'x.onnx'}"]), "permission denied")
+    finally:
+        readonly.chmod(0o755)
