@@ -111,8 +111,9 @@ def run(cfg: DictConfig) -> dict:
     else:
         test_ckpt = None
     history = list(model.history)
-    log.info("testing %s on PrivateTest: %s faces%s", test_ckpt or "the model", _faces(datamodule, "test", trainer.limit_test_batches),
-             f", tta={model.tta}" if model.tta != "none" else "")
+    if trainer.is_global_zero:
+        log.info("testing %s on PrivateTest: %d faces%s", test_ckpt or "the model", _faces(datamodule, "test", trainer),
+                 f", tta={model.tta}" if model.tta != "none" else "")
     with _ctrl_c_exits_130(trainer, lambda: "interrupted while testing; training had finished, its checkpoints are in " + str(run_dir / "checkpoints")):
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
     model.history = history  # loading the best checkpoint brought back the history as of that epoch
@@ -184,10 +185,11 @@ def _no_events_unless_an_epoch_ran(logger: TensorBoardLogger, model: EmotionClas
         raise
 
 
-def _faces(datamodule, split: str, limit) -> int:
-    # How many faces of a split an evaluation sees under trainer.limit_*_batches (an int: batches).
-    n = len(datamodule.splits[split])
-    return n if not isinstance(limit, int) else min(n, limit * datamodule.eval_batch_size)
+def _faces(datamodule, split: str, trainer: L.Trainer) -> int:
+    # How many faces of a split Lightning's evaluation sees, all ranks together, under
+    # trainer.limit_*_batches (an int: batches per rank).
+    n, limit = len(datamodule.splits[split]), getattr(trainer, f"limit_{split}_batches")
+    return n if not isinstance(limit, int) else min(n, limit * datamodule.eval_batch_size * trainer.world_size)
 
 
 class ShardReport(Callback):
