@@ -112,6 +112,7 @@ def run(cfg: DictConfig) -> dict:
         test_ckpt = None
     history = list(model.history)
     if trainer.is_global_zero:
+        datamodule.setup("test")  # loaded by fit already; an evaluation-only run loads it here to count the faces
         log.info("testing %s on PrivateTest: %d faces%s", test_ckpt or "the model", _faces(datamodule, "test", trainer),
                  f", tta={model.tta}" if model.tta != "none" else "")
     with _ctrl_c_exits_130(trainer, lambda: "interrupted while testing; training had finished, its checkpoints are in " + str(run_dir / "checkpoints")):
