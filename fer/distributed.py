@@ -65,6 +65,7 @@ def sync_batchnorm_works(accelerator) -> bool:
     SyncBatchNorm takes CUDA tensors only (on CPU, gloo: "SyncBatchNorm layers only work with GPU modules")."""
     import torch
 
+    accelerator = str(accelerator).lower()
     if accelerator in ("gpu", "cuda"):
         return True
     return accelerator == "auto" and torch.cuda.is_available()  # what Lightning's "auto" picks first

@@ -169,7 +169,10 @@ class EmotionClassifier(L.LightningModule):
 
     def _eval_step(self, batch, loss_metric, metrics, tta: str = "none"):
         x, y = batch  # (B, 1, 48, 48) normalised: the views (centre crop, or TTA) are taken here
-        logits = eval_logits(self, x, self.input_size, tta)
+        # Always in fp32, whatever trainer.precision trains in: validation picks the checkpoint and
+        # test reports it, so their figures must mean the same under bf16 as under fp32 (and as infer.py).
+        with torch.autocast(x.device.type, enabled=False):
+            logits = eval_logits(self, x.float(), self.input_size, tta)
         loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
         metrics.update(logits, y)
 

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from fer import calibration, distributed, plots, runinfo
+from fer import calibration, distributed, plots, precision, runinfo, warmstart
 from fer.checkpoint import read_checkpoint, save_slim, update_meta
 from fer.ema import EMAWeights
 from fer.errors import FerError
@@ -72,11 +72,18 @@ def run(cfg: DictConfig) -> dict:
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
+    init_from = cfg.get("init_from")
     if cfg.train:
         model = instantiate(cfg.model)
         if resuming:
             _check_resumable(cfg.ckpt_path, model)
+        elif init_from:
+            start = warmstart.load_initial_weights(model, init_from)
+            # The weights expect the faces normalised as they were trained; keep that, not this data's statistics.
+            datamodule.pin_preprocessing(float(start["mean"]), float(start["std"]), model.input_size)
     else:
+        if init_from:
+            raise FerError("init_from= starts a training run from a checkpoint's weights; to evaluate a checkpoint use train=false ckpt_path=PATH")
         if not cfg.ckpt_path:
             raise FerError("train=false evaluates a checkpoint: give it with ckpt_path=PATH")
         model = EmotionClassifier.from_checkpoint(cfg.ckpt_path)
@@ -93,10 +100,15 @@ def run(cfg: DictConfig) -> dict:
     callbacks = [checkpoint, last, ShardReport()]
     if cfg.get("ema_decay"):
         callbacks.append(EMAWeights(cfg.ema_decay))
+    if warmstart.check_freeze(cfg.get("finetune", {}).get("freeze")) == "features":
+        callbacks.append(warmstart.FreezeFeatures())
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=cfg.early_stopping_patience))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, **_sync_batchnorm_setting(cfg.trainer))
+    chosen_precision, why = precision.choose(cfg.trainer.precision, cfg.trainer.accelerator)
+    log.info("precision: %s (%s)", chosen_precision, why)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, precision=chosen_precision,
+                                     **_sync_batchnorm_setting(cfg.trainer))
     distributed.check_launcher_can_start_workers(str(hydra_cfg.launcher.get("_target_", "")), trainer)
 
     if cfg.train:
@@ -126,6 +138,12 @@ def run(cfg: DictConfig) -> dict:
     metrics = _metrics_json(cfg, model, trainer, checkpoint, train_eval, time.time() - t0)
     if calibrated:
         metrics["calibration"] = calibrated
+    if init_from and cfg.train:
+        # The figure a fine-tuned model must beat: where it started, on the same test faces.
+        metrics["init_from"] = {"checkpoint": str(init_from), "test_acc": warmstart.test_accuracy(
+            init_from, *_evaluated_faces(datamodule, "test", trainer.limit_test_batches), model.tta)}
+        log.info("started from %s: test %.2f%% on the same faces (this run: %.2f%%)", init_from,
+                 100 * metrics["init_from"]["test_acc"], 100 * metrics["test"]["acc"])
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _figures(run_dir, model)
     logger.log_hyperparams(_flat_hparams(cfg), {"hp/val_acc": metrics["val"].get("acc") or 0.0, "hp/test_acc": metrics["test"]["acc"]})
@@ -241,12 +259,8 @@ def _calibrate(cfg, model: EmotionClassifier, datamodule, trainer, run_dir: Path
     """A temperature per TTA mode fitted on PublicTest; PrivateTest accuracy, macro-F1 and ECE before
     and after, for every mode. The temperatures go into the checkpoint that was tested (an evaluated
     checkpoint is left as it is: a calibrated slim copy is written in the run dir instead)."""
-    def faces(split: str, limit):
-        data = datamodule.splits[split]
-        n = len(data) if not isinstance(limit, int) else min(len(data), limit * datamodule.eval_batch_size)
-        return data.images[:n], data.labels[:n]
-
-    val, test = faces("val", trainer.limit_val_batches), faces("test", trainer.limit_test_batches)
+    val = _evaluated_faces(datamodule, "val", trainer.limit_val_batches)
+    test = _evaluated_faces(datamodule, "test", trainer.limit_test_batches)
     log.info("calibrating: a temperature per TTA mode (%s) fitted on %d PublicTest faces, judged on %d PrivateTest faces "
              "(calibrate=false skips this)", ", ".join(calibration.TTA_MODES), len(val[1]), len(test[1]))
     report = calibration.report(model, val, test, datamodule.mean, datamodule.std, model.input_size,
@@ -263,6 +277,13 @@ def _calibrate(cfg, model: EmotionClassifier, datamodule, trainer, run_dir: Path
         report["stored_in"] = str(copy)
         log.info("calibrated copy of %s: %s", cfg.ckpt_path, copy)
     return report
+
+
+def _evaluated_faces(datamodule, split: str, limit):
+    """The faces of a split that trainer.test/validate see under limit_*_batches: (uint8 images, labels)."""
+    data = datamodule.splits[split]
+    n = len(data) if not isinstance(limit, int) else min(len(data), limit * datamodule.eval_batch_size)
+    return data.images[:n], data.labels[:n]
 
 
 def _metrics_json(cfg, model, trainer, checkpoint, train_eval, wall) -> dict:
@@ -287,6 +308,7 @@ def _metrics_json(cfg, model, trainer, checkpoint, train_eval, wall) -> dict:
         "evaluated_only": not cfg.train,  # then epochs and history are the checkpoint's training, wall time this evaluation's
         "wall_time_s": round(wall, 1),
         "device": runinfo.device_description(str(trainer.strategy.root_device)),
+        "precision": trainer.precision,
         "seed": cfg.seed,
         "overrides": list(HydraConfig.get().overrides.task),
         "git_commit": runinfo.git_commit(),

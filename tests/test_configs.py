@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from fer.data.datamodule import FER2013DataModule
+from fer import precision
 from fer.module import EmotionClassifier
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -59,8 +60,19 @@ def test_imbalance_options_reach_the_loss_and_the_sampler(imbalance, class_weigh
 
 def test_default_trainer_instantiates_and_takes_direct_overrides():
     cfg = make(["trainer.max_epochs=1", "trainer.limit_train_batches=5"])
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    chosen, _ = precision.choose(cfg.trainer.precision, cfg.trainer.accelerator)  # what fer.training does with "auto"
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, precision=chosen)
     assert isinstance(trainer, L.Trainer) and trainer.max_epochs == 1 and trainer.limit_train_batches == 5
+    assert trainer.precision == ("bf16-mixed" if precision.cpu_has_native_bfloat16() else "32-true")
+
+
+def test_precision_auto_is_bf16_only_on_cpus_that_have_it(monkeypatch):
+    assert make([]).trainer.precision == "auto"
+    assert precision.choose("32-true", "cpu") == ("32-true", "as configured")  # an explicit value always wins
+    for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda native=native: native)
+        assert precision.choose("auto", "cpu")[0] == expected
+    assert precision.choose("auto", "gpu")[0] == "32-true"
 
 
 def test_gpu_and_ddp_trainers_compose():

@@ -159,7 +159,7 @@ def test_lightning_connects_the_tasks_srun_starts(monkeypatch):
                        "SLURM_NODELIST": "gpu[07-08]"}.items():
         monkeypatch.setenv(key, value)
     cfg = make([*CLUSTER, "trainer.accelerator=cpu"])
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, precision="32-true")
     env = trainer.strategy.cluster_environment
     assert isinstance(env, SLURMEnvironment) and env.creates_processes_externally  # Lightning starts no process itself
     assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (5, 1, 1, 8)

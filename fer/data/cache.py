@@ -12,7 +12,7 @@ import numpy as np
 from fer.data.reader import FerData, read_fer2013, resolve_data_path
 
 log = logging.getLogger(__name__)
-FORMAT = 1  # bump when the reader's output changes
+FORMAT = 2  # bump when the reader's output changes
 
 
 def cache_dir() -> Path:
@@ -31,30 +31,35 @@ def _fingerprint(path: Path) -> str:
     return f"{path.resolve()}|{size}|{mtime}"
 
 
-def load_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0, use_cache: bool = True) -> FerData:
+def load_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0, use_cache: bool = True,
+                 test_fraction: float = 0.2, faces: str = "auto") -> FerData:
     """read_fer2013 with a cache in front of it."""
     path = resolve_data_path(path)
     if not use_cache:
-        return read_fer2013(path, on_bad_row, val_fraction, seed)
-    key = hashlib.sha1(f"{FORMAT}|{_fingerprint(path)}|{on_bad_row}|{val_fraction}|{seed}".encode()).hexdigest()[:16]
+        return read_fer2013(path, on_bad_row, val_fraction, seed, test_fraction, faces)
+    settings = f"{on_bad_row}|{val_fraction}|{seed}" + (f"|{test_fraction}|{faces}" if path.is_dir() else "")
+    key = hashlib.sha1(f"{FORMAT}|{_fingerprint(path)}|{settings}".encode()).hexdigest()[:16]
     file = cache_dir() / f"fer2013-{key}.npz"
     if file.exists():
         try:
             with np.load(file) as z:
-                data = FerData(z["images"], z["labels"], z["splits"], int(z["skipped"]))
+                data = FerData(z["images"], z["labels"], z["splits"], int(z["skipped"]), [str(n) for n in z["no_face"]])
             if data.skipped:
                 log.warning("skipped %d bad rows in %s (cached)", data.skipped, path)
+            if data.no_face:
+                log.warning("%d pictures in %s show no face the detector finds and are left out (cached): %s",
+                            len(data.no_face), path, ", ".join(data.no_face[:5]))
             return data
         except (OSError, ValueError, KeyError):
             log.warning("cache file %s is unreadable; parsing %s again", file, path)
     t0 = time.perf_counter()
     log.info("parsing %s (once; later runs load it from %s)", path, cache_dir())
-    data = read_fer2013(path, on_bad_row, val_fraction, seed)
+    data = read_fer2013(path, on_bad_row, val_fraction, seed, test_fraction, faces)
     log.info("parsed %d faces in %.1f s", len(data.labels), time.perf_counter() - t0)
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=data.images, labels=data.labels, splits=data.splits, skipped=data.skipped)
+        np.savez(tmp, images=data.images, labels=data.labels, splits=data.splits, skipped=data.skipped, no_face=np.asarray(data.no_face, dtype=str))
         os.replace(tmp, file)  # atomic: a parallel run never sees half a file
     except OSError as e:
         log.warning("could not write the cache %s (%s); the next run parses again", file, e)

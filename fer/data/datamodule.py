@@ -69,6 +69,8 @@ class FER2013DataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         seed: int = 0,
         use_cache: bool = True,
+        test_fraction: float = 0.2,
+        faces: str = "auto",
     ):
         super().__init__()
         for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -77,6 +79,7 @@ class FER2013DataModule(L.LightningDataModule):
         self.path, self.batch_size, self.eval_batch_size = path, batch_size, eval_batch_size
         self.input_size, self.augment, self.balanced_sampling = input_size, augment, balanced_sampling
         self.on_bad_row, self.val_fraction, self.seed, self.use_cache = on_bad_row, val_fraction, seed, use_cache
+        self.test_fraction, self.faces = test_fraction, faces
         self.class_names = list(EMOTIONS)
         self.splits: dict[str, Faces] = {}
         self.mean, self.std = 0.5, 0.25  # replaced by the training split's statistics in setup()
@@ -93,7 +96,8 @@ class FER2013DataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None):
         if self.splits:
             return
-        data = load_fer2013(self.path, self.on_bad_row, self.val_fraction, self.seed, self.use_cache)
+        data = load_fer2013(self.path, self.on_bad_row, self.val_fraction, self.seed, self.use_cache,
+                            self.test_fraction, self.faces)
         for name in ("train", "val", "test"):
             images, labels = data.split(name)
             self.splits[name] = Faces(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
@@ -124,7 +128,10 @@ class FER2013DataModule(L.LightningDataModule):
             labels = self.splits["train"].labels
             weights = (1.0 / self.class_counts().clamp(min=1).double())[labels]
             sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
-        return self._loader("train", self.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True)
+        # A short last batch is dropped (BatchNorm statistics of a handful of faces are noise), unless
+        # the split is a single batch: a small folder of one's own faces must still train.
+        drop_last = len(self.splits["train"]) > self.batch_size
+        return self._loader("train", self.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=drop_last)
 
     def val_dataloader(self):
         return self._loader("val", self.eval_batch_size, shuffle=False, sampler=self._eval_sampler("val"))

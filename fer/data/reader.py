@@ -1,7 +1,8 @@
 """FER2013 in the forms users get it -> uint8 images, labels and a split id per row.
 
 Supported: `fer2013.csv`, `fer2013.csv.gz`, the challenge archive `fer2013.tar.gz` (a csv inside),
-and the per-image folder layout `train/<class>/*.jpg`, `test/<class>/*.jpg`.
+and labelled pictures in class folders (`train/<class>/*.jpg`, `test/<class>/*.jpg`, or a user's own
+`<class>/*.jpg`: fer.data.folders).
 """
 
 import csv
@@ -10,7 +11,7 @@ import io
 import logging
 import tarfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ class FerData:
     labels: np.ndarray  # (N,) int64, index into EMOTIONS
     splits: np.ndarray  # (N,) int8: 0 train, 1 val (PublicTest), 2 test (PrivateTest)
     skipped: int = 0  # bad rows skipped with on_bad_row=skip
+    no_face: list[str] = field(default_factory=list)  # class-folder pictures left out: no face found in them
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         mask = self.splits == SPLITS.index(name)
@@ -78,12 +80,16 @@ def resolve_data_path(path: str | Path) -> Path:
     raise FerError(f"FER2013 not found at {path} (absolute: {path.absolute()}). {HOW_TO_GET}")
 
 
-def read_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0) -> FerData:
-    """Read FER2013 from a csv / csv.gz / tar.gz file or an image-folder tree."""
+def read_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0,
+                 test_fraction: float = 0.2, faces: str = "auto") -> FerData:
+    """Read FER2013 from a csv / csv.gz / tar.gz file, or faces from class folders (fer.data.folders;
+    test_fraction and faces apply only there)."""
     path = resolve_data_path(path)
     bad = _BadRows(path, on_bad_row)
     if path.is_dir():
-        data = _read_folders(path, bad, val_fraction, seed)
+        from fer.data.folders import read_folders
+
+        data = read_folders(path, bad, val_fraction, seed, test_fraction, faces)
     else:
         name = path.name.lower()
         if name.endswith((".tar.gz", ".tgz", ".tar")):
@@ -197,56 +203,3 @@ def _parse_rows_one_by_one(pixels, bad: _BadRows) -> tuple[np.ndarray, np.ndarra
         else:
             images[i] = np.asarray(pix.split(), dtype=np.uint8).reshape(48, 48)
     return images[keep], keep
-
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
-PREFIX_TO_SPLIT = {"training_": 0, "publictest_": 1, "privatetest_": 2}
-
-
-def _read_folders(root: Path, bad: _BadRows, val_fraction: float, seed: int) -> FerData:
-    import cv2
-
-    class_index = {name.lower(): i for i, name in enumerate(EMOTIONS)}
-    tops = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
-    if "train" not in tops:
-        raise FerError(f"{root}: expected a train/<class>/ folder (and test/<class>/) of FER2013 images")
-    images, labels, splits, prefixed = [], [], [], False
-    for top_name, default_split in (("train", 0), ("test", 2)):
-        top = tops.get(top_name)
-        if top is None:
-            continue
-        for class_dir in sorted(d for d in top.iterdir() if d.is_dir()):
-            label = class_index.get(class_dir.name.lower())
-            if label is None:
-                raise FerError(f"{class_dir}: unknown class folder; expected one of {', '.join(n.lower() for n in EMOTIONS)}")
-            for f in sorted(class_dir.iterdir()):
-                if f.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
-                if img is None:
-                    bad(str(f.relative_to(root)), "not a readable image")
-                    continue
-                if img.shape != (48, 48):
-                    img = cv2.resize(img, (48, 48), interpolation=cv2.INTER_AREA)
-                prefix = next((p for p in PREFIX_TO_SPLIT if f.name.lower().startswith(p)), None)
-                prefixed |= prefix is not None
-                images.append(img)
-                labels.append(label)
-                splits.append(PREFIX_TO_SPLIT[prefix] if prefix else default_split)
-    labels_a = np.asarray(labels, dtype=np.int64)
-    splits_a = np.asarray(splits, dtype=np.int8)
-    if not prefixed:
-        splits_a = _carve_validation(labels_a, splits_a, val_fraction, seed)
-    images_a = np.stack(images) if images else np.zeros((0, 48, 48), np.uint8)
-    return FerData(images_a, labels_a, splits_a)
-
-
-def _carve_validation(labels: np.ndarray, splits: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A fixed, seeded, stratified validation split taken out of train (when file names don't say)."""
-    splits = splits.copy()
-    rng = np.random.default_rng(seed)
-    for c in range(NUM_CLASSES):
-        idx = np.flatnonzero((labels == c) & (splits == 0))
-        n_val = int(round(fraction * idx.size))
-        splits[rng.permutation(idx)[:n_val]] = 1
-    return splits

@@ -1,0 +1,130 @@
+"""Labelled faces in class folders: FER2013's image release and a user's own pictures.
+
+Two layouts:
+  train/<class>/*.jpg, test/<class>/*.jpg   FER2013 as images (file-name prefixes Training_,
+                                            PublicTest_, PrivateTest_ give the split, when present)
+  <class>/*.jpg                             your own faces: a seeded, stratified test_fraction is
+                                            held out for testing and val_fraction of the rest validates
+Class folders are named after the emotions (any case). Pictures may be any size, colour or grey:
+48x48 pictures are taken as FER2013-style face crops; any other picture goes through inference's
+face pipeline (detect, align, crop; `faces=auto`), or is squeezed whole to 48x48 (`faces=whole`).
+A picture in which no face is found is left out and named in the log, never dropped silently.
+"""
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fer.data.reader import FerData
+from fer.errors import FerError
+from fer.labels import EMOTIONS, NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+PREFIX_TO_SPLIT = {"training_": 0, "publictest_": 1, "privatetest_": 2}
+FACE_MODES = ("auto", "detect", "whole")
+SIDE = 48
+
+
+def read_folders(root: Path, bad, val_fraction: float, seed: int, test_fraction: float = 0.2, faces: str = "auto",
+                 face_finder: Callable[[np.ndarray], np.ndarray | None] | None = None) -> FerData:
+    """face_finder: a colour picture -> its largest face as a 48x48 uint8 crop, or None (default:
+    inference's face pipeline, built on first use)."""
+    import cv2
+
+    if faces not in FACE_MODES:
+        raise FerError(f"data.faces={faces!r} is not known; use auto (48x48 pictures whole, others through face detection), detect or whole")
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise FerError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be in [0, 1) and leave faces to train on")
+    layout = _layout(root)
+    finder = _Lazy(face_finder)
+    images, labels, splits, names, no_face = [], [], [], [], []
+    prefixed = False
+    for class_dir, label, default_split in layout:
+        for f in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            picture = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if picture is None:
+                bad(str(f.relative_to(root)), "not a readable image")
+                continue
+            face = _face_of(picture, faces, finder)
+            if face is None:
+                no_face.append(str(f.relative_to(root)))
+                continue
+            prefix = next((p for p in PREFIX_TO_SPLIT if f.name.lower().startswith(p)), None)
+            prefixed |= prefix is not None
+            images.append(face)
+            labels.append(label)
+            splits.append(PREFIX_TO_SPLIT[prefix] if prefix else default_split)
+            names.append(f)
+    if no_face:
+        log.warning("%d of %d pictures in %s show no face the detector finds, left out: %s%s "
+                    "(data.faces=whole takes pictures whole)", len(no_face), len(no_face) + len(images), root,
+                    ", ".join(no_face[:5]), " ..." if len(no_face) > 5 else "")
+    if not images:
+        raise FerError(f"{root}: no usable face pictures ({len(no_face)} without a face); see data/README.md for the layouts")
+    labels_a = np.asarray(labels, dtype=np.int64)
+    splits_a = np.asarray(splits, dtype=np.int8)
+    if not prefixed:
+        if all(split == 0 for _, _, split in layout):  # <class>/ only: hold out a test split first
+            splits_a = carve(labels_a, splits_a, test_fraction, seed, into=2)
+        splits_a = carve(labels_a, splits_a, val_fraction, seed, into=1)
+    return FerData(np.stack(images), labels_a, splits_a, no_face=no_face)
+
+
+def _layout(root: Path) -> list[tuple[Path, int, int]]:
+    """(class folder, label, default split) for every class folder under root."""
+    class_index = {name.lower(): i for i, name in enumerate(EMOTIONS)}
+    known = ", ".join(n.lower() for n in EMOTIONS)
+    tops = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
+    if "train" in tops:
+        parents = [(tops["train"], 0)] + ([(tops["test"], 2)] if "test" in tops else [])
+    elif tops and all(name in class_index for name in tops):
+        parents = [(root, 0)]
+    else:
+        raise FerError(f"{root}: expected train/<class>/ (and test/<class>/) folders, or <class>/ folders, "
+                       f"with classes named {known}; found {', '.join(sorted(tops)) or 'no folders'}")
+    layout = []
+    for parent, split in parents:
+        for class_dir in sorted(d for d in parent.iterdir() if d.is_dir()):
+            label = class_index.get(class_dir.name.lower())
+            if label is None:
+                raise FerError(f"{class_dir}: unknown class folder; expected one of {known}")
+            layout.append((class_dir, label, split))
+    return layout
+
+
+def _face_of(picture: np.ndarray, faces: str, finder: "_Lazy") -> np.ndarray | None:
+    import cv2
+
+    grey = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+    if faces == "whole" or (faces == "auto" and grey.shape == (SIDE, SIDE)):
+        return grey if grey.shape == (SIDE, SIDE) else cv2.resize(grey, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    return finder()(picture)
+
+
+class _Lazy:
+    """The face finder, built on first use: a folder of 48x48 crops never loads a detector."""
+
+    def __init__(self, finder):
+        self.finder = finder
+
+    def __call__(self):
+        if self.finder is None:
+            from fer.infer.face_crops import LargestFace
+
+            self.finder = LargestFace.from_infer_defaults()
+        return self.finder
+
+
+def carve(labels: np.ndarray, splits: np.ndarray, fraction: float, seed: int, into: int) -> np.ndarray:
+    """Move a fixed, seeded, stratified fraction of each class's training faces into split `into`."""
+    splits = splits.copy()
+    rng = np.random.default_rng(seed if into == 1 else [seed, into])  # validation: the seeding FER2013's folders always had
+    for c in range(NUM_CLASSES):
+        idx = np.flatnonzero((labels == c) & (splits == 0))
+        n = int(round(fraction * idx.size))
+        splits[rng.permutation(idx)[:n]] = into
+    return splits
