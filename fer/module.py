@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score, MulticlassRecall
 
@@ -253,8 +254,11 @@ class EmotionClassifier(L.LightningModule):
             optimizer = self.optimizer_factory(params=self.parameters())
         except (TypeError, ValueError) as e:  # e.g. momentum=-1: torch names the value it refuses
             raise FerError(f"model.optimizer: {e}") from None
-        steps = self.trainer.estimated_stepping_batches  # optimizer steps of the whole run
-        if steps == 0:
+        try:
+            steps = self.trainer.estimated_stepping_batches  # optimizer steps of the whole run
+        except MisconfigurationException as e:  # e.g. a limit_train_batches fraction below one batch: Lightning says which
+            raise FerError(str(e)) from None
+        if steps < 1:  # 0, or -1 when limit_train_batches=0 turns training off
             raise FerError(self._no_step_message())
         if self.scheduler_factory is None:
             return optimizer
@@ -272,9 +276,9 @@ class EmotionClassifier(L.LightningModule):
         trainer, dm = self.trainer, getattr(self.trainer, "datamodule", None)
         faces = len(dm.splits["train"]) if dm is not None and "train" in getattr(dm, "splits", {}) else "?"
         batch = getattr(dm, "batch_size", "?")
-        return (f"this run would make no training step: {trainer.num_training_batches} batches per epoch "
-                f"({faces} Training faces in batches of data.batch_size={batch}, an incomplete last batch dropped; "
-                f"trainer.limit_train_batches={trainer.limit_train_batches}); lower data.batch_size or raise trainer.limit_train_batches")
+        return ("this run would make no training step "
+                f"({faces} Training faces, data.batch_size={batch}, trainer.limit_train_batches={trainer.limit_train_batches}); "
+                "give trainer.limit_train_batches 1 or more batches (or lower data.batch_size)")
 
 
 def _one_cycle_warmup(pct_start: float, total_steps: int) -> dict:

@@ -95,10 +95,12 @@ def test_every_bad_value_is_refused_when_its_object_is_built(override, message):
 
 
 def test_a_run_without_a_single_training_step_is_one_line(tiny_csv, tmp_path):
-    # 14 Training faces, the default batch of 128 (the last incomplete batch is dropped): nothing to train on
-    r = run_cli(["train.py", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path}"])
-    assert_one_line_error(r, "this run would make no training step: 0 batches per epoch", "lower data.batch_size")
-    assert not (tmp_path / "tensorboard").exists()
+    # the default model's one-cycle schedule would be asked for a run of 0 (or -1) steps
+    r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.limit_train_batches=0", f"hydra.run.dir={tmp_path / 'a'}"])
+    assert_one_line_error(r, "this run would make no training step (14 Training faces", "give trainer.limit_train_batches 1 or more")
+    assert not (tmp_path / "a" / "tensorboard").exists()
+    r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.limit_train_batches=0.01", f"hydra.run.dir={tmp_path / 'b'}"])
+    assert_one_line_error(r, "limit_train_batches")
 
 
 def test_a_sweep_summary_shows_the_projects_message_for_a_refused_value(tiny_csv, tmp_path):
