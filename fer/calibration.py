@@ -79,14 +79,17 @@ def _figures(logits: torch.Tensor, labels: torch.Tensor, temperature: float, num
 
 
 def report(model, val: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], mean: float,
-           std: float, input_size: int, modes=TTA_MODES) -> dict:
+           std: float, input_size: int, modes=TTA_MODES, progress=None) -> dict:
     """For each TTA mode: T fitted on the validation faces, and the test faces' accuracy, macro-F1,
     NLL and reliability (with ECE) before and after dividing by T.
 
-    val, test: (uint8 faces (N, 48, 48), labels (N,)).
+    val, test: (uint8 faces (N, 48, 48), labels (N,)). progress(i, mode), if given, is called before
+    each mode (the modes take 1, 2 and 10 forward passes a face: the last is the long one).
     """
     result = {}
-    for mode in modes:
+    for i, mode in enumerate(modes, 1):
+        if progress is not None:
+            progress(i, mode)
         val_logits = split_logits(model, val[0], mean, std, input_size, mode)
         test_logits = split_logits(model, test[0], mean, std, input_size, mode)
         temperature = fit_temperature(val_logits, val[1])

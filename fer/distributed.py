@@ -60,6 +60,17 @@ def check_launcher_can_start_workers(launcher_target: str, trainer):
                        "run DDP jobs with the default launcher (drop hydra/launcher=joblib) or with hydra/launcher=slurm")
 
 
+def sync_batchnorm_works(accelerator) -> bool:
+    """Whether BatchNorm can be synchronised across processes on this accelerator: torch's
+    SyncBatchNorm takes CUDA tensors only (on CPU, gloo: "SyncBatchNorm layers only work with GPU modules")."""
+    import torch
+
+    accelerator = str(accelerator).lower()
+    if accelerator in ("gpu", "cuda"):
+        return True
+    return accelerator == "auto" and torch.cuda.is_available()  # what Lightning's "auto" picks first
+
+
 def keep_log_files_to_rank_zero():
     # Every rank shares the run dir: ranks > 0 print to the console only (their lines are in the
     # console output; on SLURM in the per-task logs under .submitit/).

@@ -6,6 +6,16 @@ class FerError(Exception):
     """A problem the user can fix (bad path, bad data, bad checkpoint). Printed as one line, no traceback."""
 
 
+def user_error(e: BaseException) -> FerError | None:
+    """The FerError behind `e`: `e` itself, or the cause hydra.utils.instantiate wrapped in its
+    InstantiationException ("Error in call to target ...") when a constructor refused a value."""
+    while e is not None:
+        if isinstance(e, FerError):
+            return e
+        e = e.__cause__
+    return None
+
+
 @contextmanager
 def exit_on_user_error():
     # The entry points wrap their work in this so a FerError becomes one message and exit code 2.

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score, MulticlassRecall
 
@@ -29,6 +30,13 @@ def _stage_metrics(num_classes: int) -> MetricCollection:
         "recall": MulticlassRecall(num_classes, average=None),
         "confmat": MulticlassConfusionMatrix(num_classes),
     })
+
+
+def _check_learning_rate(lr):
+    # Checked when the model is built, before any data is loaded: torch would say only "Invalid
+    # learning rate", or, for a string, compare it with 0.0 and fail with a TypeError.
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
+        raise FerError(f"model.optimizer.lr must be a positive number (e.g. 0.05), not {lr!r}")
 
 
 class EmotionClassifier(L.LightningModule):
@@ -55,6 +63,7 @@ class EmotionClassifier(L.LightningModule):
             spec["dropout"] = dropout
         self.net_spec = spec
         self.net = build_net(**spec)
+        _check_learning_rate(getattr(optimizer, "keywords", {}).get("lr"))
         self.optimizer_factory, self.scheduler_factory, self.scheduler_interval = optimizer, scheduler, scheduler_interval
         self.input_size, self.label_smoothing, self.class_weights = input_size, label_smoothing, class_weights
         self.channels_last = channels_last
@@ -245,13 +254,41 @@ class EmotionClassifier(L.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise FerError("no optimizer configured (model.optimizer)")
-        optimizer = self.optimizer_factory(params=self.parameters())
+        try:
+            optimizer = self.optimizer_factory(params=self.parameters())
+        except (TypeError, ValueError) as e:  # e.g. momentum=-1: torch names the value it refuses
+            raise FerError(f"model.optimizer: {e}") from None
+        try:
+            steps = self.trainer.estimated_stepping_batches  # optimizer steps of the whole run
+        except MisconfigurationException as e:  # e.g. a limit_train_batches fraction below one batch: Lightning says which
+            raise FerError(str(e)) from None
+        if steps < 1:  # 0, or -1 when limit_train_batches=0 turns training off
+            raise FerError(self._no_step_message())
         if self.scheduler_factory is None:
             return optimizer
         # Schedules that need the run's length (OneCycleLR, CosineAnnealingLR) get it from the trainer.
         accepts = inspect.signature(self.scheduler_factory).parameters
         given = getattr(self.scheduler_factory, "keywords", {})
-        steps = int(self.trainer.estimated_stepping_batches) if self.scheduler_interval == "step" else self.trainer.max_epochs
-        kwargs = {k: steps for k in ("total_steps", "T_max") if k in accepts and k not in given}
+        length = int(steps) if self.scheduler_interval == "step" else self.trainer.max_epochs
+        kwargs = {k: length for k in ("total_steps", "T_max") if k in accepts and k not in given}
+        if "total_steps" in kwargs and "pct_start" in accepts:
+            kwargs.update(_one_cycle_warmup(given.get("pct_start", accepts["pct_start"].default), length))
         scheduler = self.scheduler_factory(optimizer, **kwargs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": "val/acc"}}
+
+    def _no_step_message(self) -> str:
+        trainer, dm = self.trainer, getattr(self.trainer, "datamodule", None)
+        faces = len(dm.splits["train"]) if dm is not None and "train" in getattr(dm, "splits", {}) else "?"
+        batch = getattr(dm, "batch_size", "?")
+        return ("this run would make no training step "
+                f"({faces} Training faces, data.batch_size={batch}, trainer.limit_train_batches={trainer.limit_train_batches}); "
+                "give trainer.limit_train_batches 1 or more batches (or lower data.batch_size)")
+
+
+def _one_cycle_warmup(pct_start: float, total_steps: int) -> dict:
+    """OneCycleLR divides by the length of its warm-up, pct_start * total_steps - 1 steps, which is 0
+    when the warm-up is exactly one step (4 steps at pct_start=0.25: ZeroDivisionError). Such a
+    warm-up then ends a millionth of a step after step 0 instead of on it: the same schedule, defined."""
+    if float(pct_start * total_steps) - 1 == 0:  # the expression torch computes
+        return {"pct_start": pct_start * (1 + 1e-6)}
+    return {}

@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from fer.errors import FerError
+from fer.errors import FerError, user_error
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,15 @@ def run_job(cfg: DictConfig):
         with job_scope():  # a DDP job's processes and environment end with it, not with the sweep
             metrics = run(cfg)
         return metrics.get("val", {}).get("acc")  # what a sweeper (e.g. Optuna) maximises
-    except FerError as e:
-        if not multirun:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
-        _record_failure(str(e))
-    except Exception as e:  # a bug or a crash in one job must not take the other jobs down
+    except Exception as e:
+        user = user_error(e)  # a FerError, or one Hydra wrapped while building an object from the config
+        if user is not None:
+            if not multirun:
+                print(f"error: {user}", file=sys.stderr, flush=True)
+                sys.exit(2)
+            _record_failure(str(user))
+            return None
+        # a bug or a crash in one job must not take the other jobs down
         if not multirun:
             raise
         log.error("job failed:\n%s", traceback.format_exc())

@@ -2,9 +2,12 @@
 
 import json
 import logging
+import shlex
+import shutil
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -31,6 +34,28 @@ logging.getLogger("lightning").handlers.clear()
 # Under DDP Lightning suggests sync_dist=True for every epoch-level value; ours come from torchmetrics'
 # compute(), already summed over all ranks, so that advice (and its extra all-reduces) does not apply.
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\(.*sync_dist=True")
+# Lightning 2.6 calls torch's deprecated LeafSpec check inside its own code: nothing a user can change.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+# Our metrics are logged once per epoch (train/loss_step goes to the progress bar only), so the logging
+# interval that short runs fall below (log_every_n_steps) changes nothing.
+warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+
+# A training loader without a batch is refused in one line (EmotionClassifier.configure_optimizers says
+# why and what to change), and empty evaluation splits by the datamodule: Lightning's notice is redundant.
+warnings.filterwarnings("ignore", message=r"Total length of `\w+` across ranks is zero")
+
+
+class _DropLightningChatter(logging.Filter):
+    # Lines that say nothing about this run: Lightning's start-up tip to install its cloud logger
+    # (litlogger), and its notice that it loads the training data early when configure_optimizers asks
+    # for the run's length (which every run with a schedule does).
+    NOT_THE_USERS_BUSINESS = ("litlogger", "Loading `train_dataloader` to estimate number of stepping batches")
+
+    def filter(self, record):
+        return not any(s in record.getMessage() for s in self.NOT_THE_USERS_BUSINESS)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningChatter())
 
 
 def run(cfg: DictConfig) -> dict:
@@ -38,6 +63,8 @@ def run(cfg: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     resuming = bool(cfg.train and cfg.ckpt_path)
+    if cfg.train:
+        _check_epochs(cfg.trainer.max_epochs)
     distributed.keep_log_files_to_rank_zero()
     # Rank 0 alone checks: DDP workers join the run it has started in this dir (and write nothing there).
     if distributed.is_rank_zero() and not resuming and holds_run(run_dir):  # train.py checked hydra.run.dir= already
@@ -85,13 +112,14 @@ def run(cfg: DictConfig) -> dict:
     log.info("precision: %s (%s)", chosen_precision, why)
     # AtomicCheckpointIO: a kill while a checkpoint is written leaves the previous one whole.
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, precision=chosen_precision,
-                                     plugins=[AtomicCheckpointIO()])
+                                     plugins=[AtomicCheckpointIO()], **_sync_batchnorm_setting(cfg.trainer))
     distributed.check_launcher_can_start_workers(str(hydra_cfg.launcher.get("_target_", "")), trainer)
 
     if cfg.train:
         if resuming:
             log.info("resuming from %s", cfg.ckpt_path)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path if resuming else None)
+        with _no_events_unless_an_epoch_ran(logger, model, resuming), _ctrl_c_exits_130(trainer, lambda: _resume_hint(run_dir, model)):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path if resuming else None)
         best = checkpoint.best_model_path
         test_ckpt = best if best else None
         if not best:
@@ -99,7 +127,12 @@ def run(cfg: DictConfig) -> dict:
     else:
         test_ckpt = None
     history = list(model.history)
-    trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
+    if trainer.is_global_zero:
+        datamodule.setup("test")  # loaded by fit already; an evaluation-only run loads it here to count the faces
+        log.info("testing %s on PrivateTest: %d faces%s", test_ckpt or "the model", _faces(datamodule, "test", trainer),
+                 f", tta={model.tta}" if model.tta != "none" else "")
+    with _ctrl_c_exits_130(trainer, lambda: "interrupted while testing; training had finished, its checkpoints are in " + str(run_dir / "checkpoints")):
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
     model.history = history  # loading the best checkpoint brought back the history as of that epoch
 
     if not trainer.is_global_zero:
@@ -121,6 +154,65 @@ def run(cfg: DictConfig) -> dict:
     logger.finalize("success")
     _print_summary(run_dir, metrics)
     return metrics
+
+
+def _check_epochs(max_epochs):
+    # Lightning's max_epochs=0 fits nothing, and the test and metrics.json would then report an untrained model.
+    if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
+        raise FerError(f"trainer.max_epochs={max_epochs} trains nothing; give 1 or more "
+                       "(to evaluate a checkpoint without training: train=false ckpt_path=PATH)")
+
+
+def _sync_batchnorm_setting(trainer_cfg) -> dict:
+    # trainer=ddp synchronises BatchNorm, which torch does on GPUs only: on CPU (gloo) each process
+    # normalises by its own share of the batch instead, which is what sync_batchnorm=false means.
+    if not trainer_cfg.get("sync_batchnorm") or distributed.sync_batchnorm_works(trainer_cfg.get("accelerator", "auto")):
+        return {}
+    if distributed.is_rank_zero():
+        log.info("sync_batchnorm: off on accelerator=%s (torch synchronises BatchNorm on GPUs only); "
+                 "each process normalises by its own share of the batch", trainer_cfg.get("accelerator"))
+    return {"sync_batchnorm": False}
+
+
+@contextmanager
+def _ctrl_c_exits_130(trainer: L.Trainer, what_next):
+    """Lightning catches Ctrl-C in fit and test, shuts down and exits with status 1, which reads as a
+    failure. An interrupt is 130 (as for any program), after a line that says what the run holds."""
+    try:
+        yield
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        if distributed.is_rank_zero():
+            log.warning(what_next())
+        raise KeyboardInterrupt from None  # train.py's exit_on_user_error: "interrupted", exit 130
+
+
+def _resume_hint(run_dir: Path, model: EmotionClassifier) -> str:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        return "training interrupted before its first epoch ended: nothing to resume"
+    return f"training interrupted after {len(model.history)} epochs; resume with: python train.py {shlex.quote(f'ckpt_path={last}')}"
+
+
+@contextmanager
+def _no_events_unless_an_epoch_ran(logger: TensorBoardLogger, model: EmotionClassifier, resuming: bool):
+    """A run that fails (or is interrupted) before its first epoch ends leaves no TensorBoard events:
+    dashboards would list it as an empty run. Its train.log and .hydra/ still say what happened."""
+    try:
+        yield
+    except BaseException:
+        if not resuming and not model.history and distributed.is_rank_zero():
+            logger.finalize("failed")
+            shutil.rmtree(logger.log_dir, ignore_errors=True)
+        raise
+
+
+def _faces(datamodule, split: str, trainer: L.Trainer) -> int:
+    # How many faces of a split Lightning's evaluation sees, all ranks together, under
+    # trainer.limit_*_batches (an int: batches per rank).
+    n, limit = len(datamodule.splits[split]), getattr(trainer, f"limit_{split}_batches")
+    return n if not isinstance(limit, int) else min(n, limit * datamodule.eval_batch_size * trainer.world_size)
 
 
 class ShardReport(Callback):
@@ -163,6 +255,7 @@ def _evaluate_train_split(model: EmotionClassifier, datamodule, trainer) -> dict
     faces = datamodule.splits["train"]
     limit = trainer.limit_train_batches
     n = len(faces) if not isinstance(limit, int) else min(len(faces), limit * datamodule.batch_size)
+    log.info("evaluating the Training split: %d faces, un-augmented (eval_train_split=false skips this)", n)
     model.eval()
     correct = 0
     for start in range(0, n, datamodule.eval_batch_size):
@@ -176,10 +269,12 @@ def _calibrate(cfg, model: EmotionClassifier, datamodule, trainer, run_dir: Path
     """A temperature per TTA mode fitted on PublicTest; PrivateTest accuracy, macro-F1 and ECE before
     and after, for every mode. The temperatures go into the checkpoint that was tested (an evaluated
     checkpoint is left as it is: a calibrated slim copy is written in the run dir instead)."""
-    log.info("calibrating: a temperature per TTA mode on PublicTest, judged on PrivateTest")
-    report = calibration.report(model, _evaluated_faces(datamodule, "val", trainer.limit_val_batches),
-                                _evaluated_faces(datamodule, "test", trainer.limit_test_batches),
-                                datamodule.mean, datamodule.std, model.input_size)
+    val = _evaluated_faces(datamodule, "val", trainer.limit_val_batches)
+    test = _evaluated_faces(datamodule, "test", trainer.limit_test_batches)
+    log.info("calibrating: a temperature per TTA mode (%s) fitted on %d PublicTest faces, judged on %d PrivateTest faces "
+             "(calibrate=false skips this)", ", ".join(calibration.TTA_MODES), len(val[1]), len(test[1]))
+    report = calibration.report(model, val, test, datamodule.mean, datamodule.std, model.input_size,
+                                progress=lambda i, mode: log.info("calibrating %d/%d: tta=%s", i, len(calibration.TTA_MODES), mode))
     model.temperatures = {mode: r["temperature"] for mode, r in report.items()}
     r = report[model.tta]
     title = f"{model.net_spec['arch']}, PrivateTest, tta={model.tta}: temperature {r['temperature']:.2f} fitted on PublicTest"
@@ -278,9 +373,11 @@ def _print_summary(run_dir: Path, m: dict):
     def pct(x):
         return "-" if x is None else f"{100 * x:.2f}%"
 
-    print(
-        f"\n{m['model']}: train {pct(m['train']['acc'])}  val {pct(m['val']['acc'])} (epoch {m['val']['best_epoch']})  "
+    # Through logging, one record a line: Hydra's handlers print it and write it to train.log.
+    text = (
+        f"{m['model']}: train {pct(m['train']['acc'])}  val {pct(m['val']['acc'])} (epoch {m['val']['best_epoch']})  "
         f"test {pct(m['test']['acc'])}  test macro-F1 {pct(m['test']['f1_macro'])}  "
-        f"{_duration_text(m)}{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}",
-        flush=True,
+        f"{_duration_text(m)}{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}"
     )
+    for line in text.splitlines():
+        log.info(line)

@@ -51,6 +51,81 @@ def test_empty_split(tmp_path):
 def test_nan_loss(tiny_csv, tmp_path):
     r = run_cli(["train.py", f"data.path={tiny_csv}", *TINY, "model.optimizer.lr=1e30", "trainer.max_epochs=3", f"hydra.run.dir={tmp_path}"])
     assert_clean_error(r, "training loss became", "lower the learning rate")
+    assert not (tmp_path / "tensorboard").exists()  # failed before its first epoch ended: no empty run on a dashboard
+
+
+def assert_one_line_error(r, *fragments):
+    assert_clean_error(r, *fragments)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
+
+
+BAD_VALUES = [
+    ("model.dropout=1.5", "dropout probability has to be between 0 and 1, but got 1.5"),  # raised while Hydra builds the model
+    ("model.tta=tencrop", "tta=tencrop is not a test-time augmentation; choose one of none, flip, ten_crop"),
+    ("data.batch_size=0", "data.batch_size must be a whole number of faces, 1 or more, not 0"),
+    ("data.batch_size=-1", "data.batch_size must be a whole number of faces, 1 or more, not -1"),
+    ("data.eval_batch_size=0", "data.eval_batch_size must be a whole number of faces, 1 or more, not 0"),
+    ("model.optimizer.lr=-1", "model.optimizer.lr must be a positive number (e.g. 0.05), not -1"),
+    ("model.optimizer.lr=abc", "model.optimizer.lr must be a positive number (e.g. 0.05), not 'abc'"),
+]
+
+
+@pytest.mark.parametrize("override, message", [*BAD_VALUES[:3], BAD_VALUES[-1],
+                                               ("trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing; give 1 or more")])
+def test_bad_config_values_are_one_line(tiny_csv, tmp_path, override, message):
+    # the default model (README defaults), shrunk to batches of 4 faces
+    r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=1", override, f"hydra.run.dir={tmp_path}"])
+    assert_one_line_error(r, message)
+    assert "Error in call to target" not in r.stderr + r.stdout and not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("override, message", BAD_VALUES)
+def test_every_bad_value_is_refused_when_its_object_is_built(override, message):
+    # The same values without a subprocess each: the FerError behind Hydra's InstantiationException.
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from fer.errors import user_error
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[override])
+    with pytest.raises(Exception) as caught:
+        instantiate(cfg.data if override.startswith("data.") else cfg.model)
+    assert message in str(user_error(caught.value))
+
+
+def test_a_run_without_a_single_training_step_is_one_line(tiny_csv, tmp_path):
+    # the default model's one-cycle schedule would be asked for a run of 0 (or -1) steps
+    r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.limit_train_batches=0", f"hydra.run.dir={tmp_path / 'a'}"])
+    assert_one_line_error(r, "this run would make no training step (14 Training faces", "give trainer.limit_train_batches 1 or more")
+    assert not (tmp_path / "a" / "tensorboard").exists()
+    r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.limit_train_batches=0.01", f"hydra.run.dir={tmp_path / 'b'}"])
+    assert_one_line_error(r, "limit_train_batches")
+
+
+def test_a_sweep_summary_shows_the_projects_message_for_a_refused_value(tiny_csv, tmp_path):
+    sweep = tmp_path / "sweep"
+    r = run_cli(["train.py", "-m", "model.tta=tencrop,tencrops", f"data.path={tiny_csv}", *TINY, f"hydra.sweep.dir={sweep}"])
+    assert_clean_error(r, "2 of 2 jobs failed")
+    summary = (sweep / "summary.csv").read_text()
+    assert "failed: tta=tencrop is not a test-time augmentation" in summary and "Error in call to target" not in summary
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(tiny_csv, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "train.py", f"data.path={tiny_csv}", *TINY, "trainer.max_epochs=10000", f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not last.exists():
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few epochs in
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
+    assert f"resume with: python train.py ckpt_path={last}" in out
+    assert f"resume with: python train.py ckpt_path={last}" in (run_dir / "train.log").read_text()
 
 
 def test_checkpoints_that_are_not_ours_or_from_another_model(tiny_csv, tmp_path, random_checkpoint):

@@ -92,3 +92,13 @@ def test_data_path_default_and_env_override(monkeypatch):
     assert make([]).data.path == "data/fer2013.csv"
     monkeypatch.setenv("FER2013_PATH", "/somewhere/fer2013.csv.gz")
     assert make([]).data.path == "/somewhere/fer2013.csv.gz"
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_debug_smoke_shrinks_the_run_and_nothing_else(model):
+    smoke, full = make([f"model={model}", "debug=smoke"]), make([f"model={model}"])
+    assert smoke.model == full.model and smoke.data == full.data and smoke.seed == full.seed
+    assert (smoke.trainer.max_epochs, smoke.trainer.limit_train_batches) == (1, 5)
+    assert not smoke.eval_train_split and not smoke.calibrate
+    # after an experiment in the defaults list: a recipe's 50 epochs become 1
+    assert make(["experiment=paper_regularized", "debug=smoke"]).trainer.max_epochs == 1

@@ -91,6 +91,11 @@ def real_run(fer2013_path, tmp_path_factory):
 def test_real_run_writes_everything_a_user_looks_for(real_run):
     run_dir, r = real_run
     assert "run dir:" in r.stdout and "test" in r.stdout
+    log_file = (run_dir / "train.log").read_text()
+    assert f"run dir: {run_dir}" in log_file and "regularized: train " in log_file  # the summary reaches train.log too
+    # each long step after training says what it does, and on how many faces, before it starts
+    assert "testing " in log_file and "on PrivateTest: 1024 faces" in log_file
+    assert "evaluating the Training split: 512 faces" in log_file
     for name in ("metrics.json", "curves.png", "confusion_test.png", ".hydra/config.yaml", "checkpoints/last.ckpt", "train.log"):
         assert (run_dir / name).exists(), name
     assert len(list((run_dir / "checkpoints").glob("best-*.ckpt"))) == 1
@@ -115,6 +120,7 @@ def test_real_run_calibrates_every_tta_mode_and_stores_the_temperatures(real_run
     _, meta = load_classifier(best)
     assert meta["temperature"] == pytest.approx({k: calibration[k]["temperature"] for k in ("none", "flip", "ten_crop")})
     assert "test by TTA mode:" in r.stdout
+    assert "fitted on 1024 PublicTest faces, judged on 1024 PrivateTest faces" in r.stdout and "calibrating 3/3: tta=ten_crop" in r.stdout
 
 
 def test_tensorboard_holds_per_epoch_metrics_confusion_images_and_hparams(real_run):
@@ -143,3 +149,52 @@ def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_pat
     # The evaluated checkpoint is left alone; its calibrated copy goes into the new run dir.
     assert evaluated["calibration"]["stored_in"] == str(tmp_path / "eval" / "checkpoints" / "calibrated.ckpt")
     assert load_classifier(tmp_path / "eval" / "checkpoints" / "calibrated.ckpt")[1]["temperature"]["none"] > 0
+
+
+# --- short runs of the default model: the one-cycle schedule, and debug=smoke -------------------------
+
+def test_one_cycle_schedule_is_defined_for_every_positive_number_of_steps():
+    # torch's OneCycleLR divides by zero when its warm-up is exactly one step (4 steps at pct_start=0.25)
+    from fer.module import _one_cycle_warmup
+
+    for steps, pct_start in ((s, p) for s in range(1, 65) for p in (0.25, 0.1, 0.2, 0.3, 0.5, 1 / 3)):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.05)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, total_steps=steps,
+                                                       **{"pct_start": pct_start, **_one_cycle_warmup(pct_start, steps)})
+        lrs = []
+        for _ in range(steps):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        assert all(0 < lr <= 0.05 for lr in lrs), (pct_start, lrs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shrink", [["trainer.max_epochs=1", "trainer.limit_train_batches=4"],
+                                    ["trainer.max_epochs=2", "trainer.limit_train_batches=2"]], ids=["4-steps", "2x2-steps"])
+def test_short_runs_of_the_default_recipe_train(fer2013_path, tmp_path, shrink):
+    # The one-cycle schedule with a warm-up of exactly one step: a ZeroDivisionError before the fix
+    # (model=vgg shares the schedule; debug=smoke runs it).
+    r = run_cli(["train.py", f"data.path={fer2013_path}", *shrink, "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                 "eval_train_split=false", "calibrate=false", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["epochs"] == int(shrink[-2].split("=")[1]) and all(h["lr"] > 0 for h in m["history"])
+
+
+NOISE = ["LeafSpec", "litlogger", "log_every_n_steps", "Loading `train_dataloader`"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [None, "baseline", "vgg"], ids=["default", "baseline", "vgg"])
+def test_debug_smoke_checks_the_whole_path_of_every_model(fer2013_path, tmp_path, model):
+    # As a user types it (warnings not silenced): `python train.py debug=smoke [model=...]`
+    r = run_cli(["train.py", "debug=smoke", *([f"model={model}"] if model else []), f"data.path={fer2013_path}",
+                 f"hydra.run.dir={tmp_path}"], env={"PYTHONWARNINGS": ""})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["model"] == (model or "regularized") and m["epochs"] == 1
+    assert m["train"]["acc"] is None and "calibration" not in m  # neither the train-split evaluation nor calibration ran
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists() and (tmp_path / "tensorboard").is_dir()
+    out = r.stdout + r.stderr
+    assert not [n for n in NOISE if n in out], out[-3000:]

@@ -73,6 +73,9 @@ class FER2013DataModule(L.LightningDataModule):
         faces: str = "auto",
     ):
         super().__init__()
+        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise FerError(f"data.{name} must be a whole number of faces, 1 or more, not {size!r}")
         self.path, self.batch_size, self.eval_batch_size = path, batch_size, eval_batch_size
         self.input_size, self.augment, self.balanced_sampling = input_size, augment, balanced_sampling
         self.on_bad_row, self.val_fraction, self.seed, self.use_cache = on_bad_row, val_fraction, seed, use_cache
