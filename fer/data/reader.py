@@ -123,6 +123,8 @@ def _read_csv_stream(open_text, bad: _BadRows) -> FerData:
             except ValueError:
                 raise FerError(f"{bad.source}: header is {header}, expected the columns emotion,pixels,Usage") from None
             for line, row in enumerate(reader, start=2):
+                if len(row) <= 1 and not "".join(row).strip():  # a blank line (often the last): no row, no error
+                    continue
                 if len(row) != len(header):
                     bad(f"line {line}", f"{len(row)} columns, expected {len(header)}")
                     continue
