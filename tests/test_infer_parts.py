@@ -208,6 +208,12 @@ def test_low_confidence_reads_uncertain_in_grey():
     assert (image[100:221, 100] == np.array(UNCERTAIN_COLOUR)).all(1).sum() > 100
 
 
+def test_a_probability_is_never_shown_above_100_percent():
+    annotator = Annotator(EMOTIONS)
+    face = FaceResult(0, (100, 100, 120, 120), np.array([0, 0, 0, 0, 0, 76.0, 0]))  # a model that returns logits
+    assert annotator.caption(face)[0].endswith("Surprise 100%")
+
+
 def test_probability_bars_are_drawn_under_the_box():
     image = np.zeros((480, 640, 3), np.uint8)
     Annotator(EMOTIONS, bars=True).draw(image, [face_result(3, 0.9)])

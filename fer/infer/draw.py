@@ -59,7 +59,8 @@ class Annotator:
         prefix = f"#{face.id} " if self.show_ids else ""
         if face.confidence < self.uncertain_below:
             return f"{prefix}uncertain", UNCERTAIN_COLOUR
-        return f"{prefix}{self.class_names[face.label]} {face.confidence:.0%}", self.colours[face.label]
+        shown = min(max(face.confidence, 0.0), 1.0)  # a probability; never "7600%", whatever a model returns
+        return f"{prefix}{self.class_names[face.label]} {shown:.0%}", self.colours[face.label]
 
     def draw(self, image: np.ndarray, faces: Sequence[FaceResult], scale: float = 1.0) -> np.ndarray:
         """Draws the faces on `image` (8-bit BGR) in place; `scale` maps their boxes onto an enlarged image."""
