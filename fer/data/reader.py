@@ -8,6 +8,7 @@ import csv
 import gzip
 import io
 import logging
+import os
 import tarfile
 import warnings
 from dataclasses import dataclass
@@ -62,6 +63,14 @@ class _BadRows:
 
 
 VARIANTS = ("fer2013.csv", "fer2013.csv.gz", "fer2013.tar.gz", "fer2013")
+DEFAULT_PATH = "data/fer2013.csv"  # data.path's default (conf/data/fer2013.yaml), when FER2013_PATH is unset
+
+
+def default_data_path(root: Path = Path(".")) -> Path:
+    """Where train.py, the tests and the benchmarks all look for FER2013 when given no path:
+    $FER2013_PATH, else data/fer2013.csv under `root` (or the one other form lying beside it)."""
+    given = os.environ.get("FER2013_PATH")
+    return resolve_data_path(given if given else root / DEFAULT_PATH)
 
 
 def resolve_data_path(path: str | Path) -> Path:
