@@ -176,7 +176,7 @@ def _label_rect(shape, text: str, corner: tuple[int, int], size: _Sizes, below: 
 
 def _label(image: np.ndarray, text: str, rect: Rect, colour, size: _Sizes):
     """Text on a filled band in `colour`."""
-    (tw, th), base = cv2.getTextSize(text, FONT, size.font, size.thick)
+    th = cv2.getTextSize(text, FONT, size.font, size.thick)[0][1]
     x, top, w, h = rect
     pad = max(2, th // 4)
     cv2.rectangle(image, (x, top), (x + w - 1, top + h - 1), colour, -1)
