@@ -193,7 +193,8 @@ def bad_models(tmp_path, exported):
     }
 
 
-@pytest.mark.parametrize("case", ["logits, not probabilities", "not ours", "not onnx", "another model", "graph and metadata differ", "not exported yet",
+@pytest.mark.parametrize("case", ["logits, not probabilities",
+                                  "not ours", "not onnx", "another model", "graph and metadata differ", "not exported yet",
                                   "missing model", "onnx on torch", "unknown backend"])
 def test_infer_refuses_a_bad_model_in_one_line(case, exported, tmp_path):
     args, message = bad_models(tmp_path, exported)[case]

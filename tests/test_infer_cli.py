@@ -323,7 +323,8 @@ def bad_inputs(tmp_path, ckpt, clip_path):
 
 
 @pytest.mark.parametrize("case", ["no checkpoint", "missing checkpoint", "not our checkpoint", "missing source",
-                                  "not an image or video", "empty folder", "camera", "output exists", "video to an image", "image to a video",
+                                  "not an image or video", "empty folder", "camera", "output exists", "video to an image",
+                                  "image to a video",
                                   "predictions format", "display without one", "display value", "tta mode", "tta on onnx"])
 def test_cli_bad_input_is_one_clear_line(case, clip, random_checkpoint, tmp_path):
     args, message = bad_inputs(tmp_path, random_checkpoint, clip[0])[case]

@@ -22,7 +22,8 @@ log = logging.getLogger("fer.infer")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NEEDS_CHECKPOINT = (
     "no model given: pass ckpt_path=PATH to a checkpoint from `python train.py` "
-    "(outputs/runs/<date>/<time>/checkpoints/best-epoch<NN>-acc<val>.ckpt), or to a .onnx from `python export.py` with backend=onnx"
+    "(outputs/runs/<date>/<time>/checkpoints/best-epoch<NN>-acc<val>.ckpt), "
+    "or to a .onnx from `python export.py` with backend=onnx"
 )
 BACKENDS = ("torch", "onnx")
 Source = ImageSource | VideoSource

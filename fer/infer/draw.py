@@ -90,7 +90,8 @@ class Annotator:
             if not self.bars:
                 panels.append(None)
                 continue
-            drawn = [(x - size.line, y - size.line, w + 2 * size.line, h + 2 * size.line) for x, y, w, h in boxes]  # with their lines
+            line = size.line  # a box's drawn lines reach this far beyond it
+            drawn = [(x - line, y - line, w + 2 * line, h + 2 * line) for x, y, w, h in boxes]
             taken = [*drawn, *labels, *(p for p in panels if p)]  # its own box too: a panel beside the face, not on it
             panels.append(self._panel_place(shape, box, labels[i], taken, size))
         return list(zip(boxes, labels, panels))

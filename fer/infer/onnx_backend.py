@@ -163,6 +163,7 @@ def check_probabilities(classifier: OnnxFaceClassifier, path: Path, tolerance: f
           and np.abs(sums - 1).max() <= tolerance)
     if not ok:
         raise FerError(f"{path}: the graph does not return probabilities (on test faces its outputs range "
-                       f"{np.nanmin(probs):.3g}..{np.nanmax(probs):.3g}, rows summing to {np.nanmin(sums):.3g}..{np.nanmax(sums):.3g}, "
+                       f"{np.nanmin(probs):.3g}..{np.nanmax(probs):.3g}, "
+                       f"rows summing to {np.nanmin(sums):.3g}..{np.nanmax(sums):.3g}, "
                        "where an export gives values in 0..1 summing to 1); it was not written by `python export.py`: "
                        "re-export the model with `python export.py ckpt_path=PATH.ckpt`")
