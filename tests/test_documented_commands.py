@@ -224,7 +224,7 @@ def _provide_source(spec: str, folder: Path, faces) -> str:
     path = folder / _unquoted(spec)
     if path.exists():
         return spec
-    suffix = Path(spec.rstrip("/")).suffix.lower()
+    suffix = Path(_unquoted(spec).rstrip("/")).suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         _video(path, faces)
     elif suffix in IMAGE_SUFFIXES:
