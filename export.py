@@ -1,7 +1,7 @@
 """Export a trained model to ONNX, to run it without PyTorch (infer.py backend=onnx, or onnxruntime anywhere).
 
-    python export.py ckpt_path=outputs/runs/.../checkpoints/best.ckpt     # writes best.onnx beside it
-    python export.py ckpt_path=best.ckpt output=deploy/fer.onnx overwrite=true
+    python export.py ckpt_path=outputs/runs/<date>/<time>/checkpoints/best-epoch41-acc0.6642.ckpt  # .onnx beside it
+    python export.py ckpt_path=fer/weights/fer2013_regularized.ckpt output=deploy/fer.onnx overwrite=true
 """
 
 import logging

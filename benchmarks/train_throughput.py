@@ -129,9 +129,13 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--models", nargs="+", default=["baseline", "regularized", "vgg"])
-    ap.add_argument("--data", default=os.environ.get("FER2013_PATH", str(ROOT.parent / "shared/data/fer2013/fer2013.csv.gz")))
+    ap.add_argument("--data", default=None, help="FER2013 (default: $FER2013_PATH, else data/fer2013.csv, as train.py)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/train_throughput.json"))
     args = ap.parse_args()
+    if args.data is None:
+        from fer.data.reader import default_data_path
+
+        args.data = str(default_data_path(ROOT))
 
     native_bf16 = precision.cpu_has_native_bfloat16()
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",

@@ -16,6 +16,15 @@ def user_error(e: BaseException) -> FerError | None:
     return None
 
 
+def first_line(text: str, limit: int = 300) -> str:
+    """Another library's message, made fit to quote inside one of ours: its first line, and where that
+    runs past `limit`, cut at a word boundary and marked as cut (never silently mid-word)."""
+    line = (str(text).strip().splitlines() or [""])[0].strip()
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " ..."
+
+
 @contextmanager
 def exit_on_user_error():
     # The entry points wrap their work in this so a FerError becomes one message and exit code 2.

@@ -23,7 +23,7 @@ from torch import nn
 import fer
 from fer.atomic import replace_atomically
 from fer.checkpoint import load_classifier
-from fer.errors import FerError
+from fer.errors import FerError, first_line
 from fer.infer.onnx_backend import INPUT, OUTPUT, metadata_props, open_session
 from fer.preprocess import IMAGE_SIZE, to_network_input
 
@@ -65,7 +65,7 @@ def trace(model: FaceProbabilities, opset: int) -> onnx.ModelProto:
             torch.onnx.export(model, (faces,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT],
                               output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
         except Exception as e:  # an opset this torch does not know, or one without an operator the model uses
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            first = first_line(str(e)) or type(e).__name__
             raise FerError(f"torch could not export the model at opset={opset} ({first}); opset={OPSET} works") from None
     return onnx.load_from_string(buffer.getvalue())
 

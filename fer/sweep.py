@@ -90,7 +90,8 @@ def read_job(job_dir: Path) -> dict:
                    minutes=round(m["wall_time_s"] / 60, 1), recall=m["test"]["recall"], history=m["history"],
                    calibration=m.get("calibration"), seed=m.get("seed"), tta=m["test"].get("tta"))
     elif (job_dir / "error.txt").exists():
-        row.update(status="failed: " + (job_dir / "error.txt").read_text().strip().splitlines()[0][:200])
+        # The job's own one-line message, whole: a refusal cut mid-sentence no longer says what to do.
+        row.update(status="failed: " + ((job_dir / "error.txt").read_text().strip().splitlines() or ["no message"])[0])
     else:
         row.update(status="did not finish")
     return row

@@ -7,12 +7,17 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_CSV = ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
 
 
 def _data_path() -> Path | None:
-    p = Path(os.environ.get("FER2013_PATH", SHARED_CSV))
-    return p if p.exists() else None
+    # The same place train.py looks: $FER2013_PATH, else data/fer2013.csv in the project (or the other form beside it).
+    from fer.data.reader import default_data_path
+    from fer.errors import FerError
+
+    try:
+        return default_data_path(ROOT)
+    except FerError:
+        return None
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +25,8 @@ def fer2013_path() -> Path:
     """The real FER2013 file. Under CI=true a missing file fails the test instead of skipping it."""
     p = _data_path()
     if p is None:
-        msg = f"FER2013 not found (FER2013_PATH={os.environ.get('FER2013_PATH')!r}, default {SHARED_CSV})"
+        msg = (f"FER2013 not found (FER2013_PATH={os.environ.get('FER2013_PATH')!r}, "
+               f"otherwise {ROOT / 'data' / 'fer2013.csv'}); see data/README.md")
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)

@@ -156,6 +156,16 @@ def foreign_onnx(path):
     return path
 
 
+def forged_onnx(model, path):
+    """Another graph with a real export's metadata and shapes: the export minus its softmax (logits out)."""
+    forged = onnx.load(model)
+    softmax = next(n for n in forged.graph.node if n.op_type == "Softmax")
+    softmax.op_type = "Identity"
+    del softmax.attribute[:]
+    onnx.save(forged, path)
+    return path
+
+
 def bad_models(tmp_path, exported):
     ckpt, model = exported
     (tmp_path / "text.onnx").write_text("hello\n")
@@ -169,6 +179,8 @@ def bad_models(tmp_path, exported):
             prop.value = json.dumps(EMOTIONS[:5])  # a model of five classes, says the metadata; the graph has seven
     onnx.save(relabelled, tmp_path / "relabelled.onnx")
     return {
+        "logits, not probabilities": (["backend=onnx", f"ckpt_path={forged_onnx(model, tmp_path / 'forged.onnx')}"],
+                                      "does not return probabilities"),
         "not ours": (["backend=onnx", f"ckpt_path={foreign_onnx(tmp_path / 'foreign.onnx')}"], "not one exported by fer"),
         "not onnx": (["backend=onnx", f"ckpt_path={tmp_path / 'text.onnx'}"], "is not an ONNX model"),
         "another model": (["backend=onnx", f"ckpt_path={other}"], "was exported from another model than other.ckpt"),
@@ -181,7 +193,8 @@ def bad_models(tmp_path, exported):
     }
 
 
-@pytest.mark.parametrize("case", ["not ours", "not onnx", "another model", "graph and metadata differ", "not exported yet",
+@pytest.mark.parametrize("case", ["logits, not probabilities",
+                                  "not ours", "not onnx", "another model", "graph and metadata differ", "not exported yet",
                                   "missing model", "onnx on torch", "unknown backend"])
 def test_infer_refuses_a_bad_model_in_one_line(case, exported, tmp_path):
     args, message = bad_models(tmp_path, exported)[case]

@@ -225,6 +225,50 @@ def test_unreadable_files_in_a_folder_are_skipped(fer2013, random_checkpoint, tm
     assert "skipped 1 unreadable file" in caplog.text
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_outputs_never_replace_inputs(fer2013, random_checkpoint, tmp_path, overwrite):
+    # output= inside the source folder: photos/a.png would become photos/ann/a.png, which is itself
+    # a source image (an earlier run's output, say). Refused whatever overwrite says, nothing written.
+    images, _ = fer2013.split("test")
+    photos = tmp_path / "photos"
+    (photos / "ann").mkdir(parents=True)
+    for name, face in zip(["a.png", "b.png", "ann/a.png"], images):
+        cv2.imwrite(str(photos / name), face)
+    before = {p: p.read_bytes() for p in photos.rglob("*.png")}
+    with pytest.raises(FerError, match="outputs never replace inputs"):
+        infer(source=photos, ckpt_path=random_checkpoint, detect=False, output=photos / "ann", overwrite=overwrite)
+    assert {p: p.read_bytes() for p in photos.rglob("*.png")} == before
+    # The same file under another name (a hard link) is the same input.
+    video = write_video(tmp_path / "clip.avi", [background((64, 48))] * 3, fps=5)
+    os.link(video, tmp_path / "same.avi")
+    with pytest.raises(FerError, match="outputs never replace inputs"):
+        infer(source=video, ckpt_path=random_checkpoint, output=tmp_path / "same.avi", overwrite=overwrite)
+    with pytest.raises(FerError, match="is the source itself|outputs never replace inputs"):
+        infer(source=video, ckpt_path=random_checkpoint, output=video, overwrite=overwrite)
+    assert len(read_video(video)[0]) == 3
+
+
+def test_video_source_counts_frames_lost_at_the_end():
+    from fer.infer.sources import VideoSource
+
+    class Capture:  # a file of 10 frames whose last one (read 9) cannot be decoded
+        reads = 0
+
+        def read(self):
+            self.reads += 1
+            ok = self.reads < 9
+            return ok, (np.zeros((4, 4, 3), np.uint8) if ok else None)
+
+        def get(self, prop):
+            return {cv2.CAP_PROP_FPS: 10.0, cv2.CAP_PROP_FRAME_COUNT: 10.0}.get(prop, 0.0)
+
+        def release(self):
+            pass
+
+    source = VideoSource(Capture(), "fake", "video", np.zeros((4, 4, 3), np.uint8))
+    assert [f.index for f in source.frames()] == list(range(9)) and source.skipped == 1
+
+
 def test_checkpoint_face_settings_win_unless_given():
     stored = {"image_size": 48, "align": False, "margin": 0.1, "gamma": 1.5}
     configured = {"image_size": 48, "align": True, "margin": 0.0, "gamma": "auto"}
@@ -255,6 +299,8 @@ def bad_inputs(tmp_path, ckpt, clip_path):
     (tmp_path / "empty").mkdir()
     taken = tmp_path / "taken.mp4"
     taken.write_bytes(b"x")
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), background((64, 48)))
     return {
         "no checkpoint": (["source=x.jpg", "ckpt_path=null"], "pass ckpt_path="),
         "missing checkpoint": ([f"ckpt_path={tmp_path / 'nope.ckpt'}"], "checkpoint not found"),
@@ -265,6 +311,8 @@ def bad_inputs(tmp_path, ckpt, clip_path):
         "camera": ([f"ckpt_path={ckpt}", "source=7"], "could not open camera 7"),
         "output exists": ([f"ckpt_path={ckpt}", f"source={clip_path}", f"output={taken}"], "already exists"),
         "video to an image": ([f"ckpt_path={ckpt}", f"source={clip_path}", f"output={tmp_path / 'x.jpg'}"], "writes a video"),
+        "image to a video": ([f"ckpt_path={ckpt}", f"source={photo}", f"output={tmp_path / 'x.mp4'}"],
+                             "an image source writes an image"),
         "predictions format": ([f"ckpt_path={ckpt}", f"source={clip_path}", f"predictions={tmp_path / 'p.txt'}"], "extension"),
         "display without one": ([f"ckpt_path={ckpt}", f"source={clip_path}", "display=true"], "there is no display"),
         "display value": ([f"ckpt_path={ckpt}", f"source={clip_path}", "display=maybe"], "display must be auto, true or false"),
@@ -276,6 +324,7 @@ def bad_inputs(tmp_path, ckpt, clip_path):
 
 @pytest.mark.parametrize("case", ["no checkpoint", "missing checkpoint", "not our checkpoint", "missing source",
                                   "not an image or video", "empty folder", "camera", "output exists", "video to an image",
+                                  "image to a video",
                                   "predictions format", "display without one", "display value", "tta mode", "tta on onnx"])
 def test_cli_bad_input_is_one_clear_line(case, clip, random_checkpoint, tmp_path):
     args, message = bad_inputs(tmp_path, random_checkpoint, clip[0])[case]

@@ -208,11 +208,42 @@ def test_low_confidence_reads_uncertain_in_grey():
     assert (image[100:221, 100] == np.array(UNCERTAIN_COLOUR)).all(1).sum() > 100
 
 
+def test_a_probability_is_never_shown_above_100_percent():
+    annotator = Annotator(EMOTIONS)
+    face = FaceResult(0, (100, 100, 120, 120), np.array([0, 0, 0, 0, 0, 76.0, 0]))  # a model that returns logits
+    assert annotator.caption(face)[0].endswith("Surprise 100%")
+
+
 def test_probability_bars_are_drawn_under_the_box():
     image = np.zeros((480, 640, 3), np.uint8)
     Annotator(EMOTIONS, bars=True).draw(image, [face_result(3, 0.9)])
     below = image[225:340, 100:220]
     assert (below == np.array(EMOTION_COLOURS["Happy"])).all(2).sum() > 200  # Happy's long bar
+
+
+@pytest.mark.parametrize("boxes", [
+    [(200, 60, 120, 120), (210, 220, 120, 120)],  # one face above the other: the bars once covered the lower label
+    [(40, 40, 200, 200), (250, 40, 200, 200), (40, 270, 200, 200), (250, 270, 200, 200)],  # a crowded 480x480 frame
+])
+def test_probability_bars_cover_no_other_face(boxes):
+    size = (480, 640, 3) if len(boxes) == 2 else (480, 480, 3)
+    faces = [FaceResult(i, box, face_result(i % 7, 0.8).probs) for i, box in enumerate(boxes)]
+    annotator = Annotator(EMOTIONS, bars=True)
+    layout = annotator.layout(size, faces)
+
+    def overlap(a, b):
+        return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+    for i, (_, _, panel) in enumerate(layout):
+        assert 0 <= panel[0] and panel[0] + panel[2] <= size[1] and 0 <= panel[1] and panel[1] + panel[3] <= size[0]
+        for j, (box, label, other_panel) in enumerate(layout):
+            if j != i:
+                assert not overlap(panel, box) and not overlap(panel, label) and not overlap(panel, other_panel), (i, j)
+    # In pixels: every face's label band reads exactly as it does with no bars drawn at all.
+    with_bars = annotator.draw(np.zeros(size, np.uint8), faces)
+    without = Annotator(EMOTIONS).draw(np.zeros(size, np.uint8), faces)
+    for _, (x, y, w, h), _ in layout:
+        assert np.array_equal(with_bars[y:y + h, x:x + w], without[y:y + h, x:x + w])
 
 
 def test_any_image_becomes_8bit_bgr_to_draw_on():

@@ -33,6 +33,16 @@ def test_reads_csv_gz(tmp_path):
     _check_tiny(read_fer2013(gz))
 
 
+@pytest.mark.parametrize("tail", ["\n", "\n\n", "\r\n", "  \n"])
+def test_blank_lines_at_the_end_are_no_rows(tmp_path, tail):
+    # An editor or a shell redirect often leaves a blank last line: it is not a row of "0 columns".
+    path = write_csv(tmp_path / "f.csv", random_rows())
+    path.write_text(path.read_text() + tail)
+    data = read_fer2013(path)
+    _check_tiny(data)
+    assert data.skipped == 0
+
+
 def test_reads_the_challenge_tar_gz(tmp_path):
     plain = write_csv(tmp_path / "f.csv", random_rows())
     archive = tmp_path / "fer2013.tar.gz"

@@ -19,6 +19,25 @@ def readme_test_accuracy() -> float:
     return float(m.group(1))
 
 
+def weights_readme_figures() -> tuple[str, str]:
+    # fer/weights/README.md is the record of the file: its PrivateTest accuracy without and with ten-crop.
+    text = (ROOT / "fer" / "weights" / "README.md").read_text()
+    m = re.search(r"PrivateTest ([0-9.]+)% \(centre crop\), ([0-9.]+)% with `tta=ten_crop`", text)
+    assert m, "fer/weights/README.md must state the file's PrivateTest accuracy without and with ten-crop"
+    return m.group(1), m.group(2)
+
+
+def test_the_readme_quotes_the_shipped_files_figures_everywhere():
+    # Every README line that calls a 68-69% PrivateTest figure the shipped model's gives the file's own
+    # (the full-precision checkpoint it was made from differs by one face, and is labelled so).
+    centre, ten_crop = weights_readme_figures()
+    assert readme_test_accuracy() == float(centre)
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if "shipped" in line.lower() and "full precision" not in line:
+            for figure in re.findall(r"\b(6[89]\.\d\d)%", line):
+                assert figure in (centre, ten_crop), line
+
+
 def test_shipped_model_is_small_and_self_contained():
     assert SHIPPED.stat().st_size < 5_000_000
     net, meta = load_classifier(SHIPPED)

@@ -9,6 +9,7 @@ import csv
 import gzip
 import io
 import logging
+import os
 import tarfile
 import warnings
 from dataclasses import dataclass, field
@@ -64,6 +65,14 @@ class _BadRows:
 
 
 VARIANTS = ("fer2013.csv", "fer2013.csv.gz", "fer2013.tar.gz", "fer2013")
+DEFAULT_PATH = "data/fer2013.csv"  # data.path's default (conf/data/fer2013.yaml), when FER2013_PATH is unset
+
+
+def default_data_path(root: Path = Path(".")) -> Path:
+    """Where train.py, the tests and the benchmarks all look for FER2013 when given no path:
+    $FER2013_PATH, else data/fer2013.csv under `root` (or the one other form lying beside it)."""
+    given = os.environ.get("FER2013_PATH")
+    return resolve_data_path(given if given else root / DEFAULT_PATH)
 
 
 def resolve_data_path(path: str | Path) -> Path:
@@ -131,6 +140,8 @@ def _read_csv_stream(open_text, bad: _BadRows) -> FerData:
             except ValueError:
                 raise FerError(f"{bad.source}: header is {header}, expected the columns emotion,pixels,Usage") from None
             for line, row in enumerate(reader, start=2):
+                if len(row) <= 1 and not "".join(row).strip():  # a blank line (often the last): no row, no error
+                    continue
                 if len(row) != len(header):
                     bad(f"line {line}", f"{len(row)} columns, expected {len(header)}")
                     continue

@@ -13,7 +13,7 @@ from fer.infer.align import FaceAligner
 from fer.infer.classify import FaceClassifier
 from fer.infer.pipeline import Pipeline, RunSummary
 from fer.infer.sinks import (IMAGE_OUTPUTS, VIDEO_CODECS, FolderSink, ImageFileSink, PredictionsFile, VideoFileSink, Window,
-                             wants_window)
+                             folder_target, refuse_to_replace_inputs, wants_window)
 from fer.infer.sources import ImageSource, VideoSource, open_source
 from fer.preprocess import IMAGE_SIZE
 from fer.tta import check_mode
@@ -22,7 +22,8 @@ log = logging.getLogger("fer.infer")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NEEDS_CHECKPOINT = (
     "no model given: pass ckpt_path=PATH to a checkpoint from `python train.py` "
-    "(outputs/runs/<date>/<time>/checkpoints/best.ckpt), or to a .onnx from `python export.py` with backend=onnx"
+    "(outputs/runs/<date>/<time>/checkpoints/best-epoch<NN>-acc<val>.ckpt), "
+    "or to a .onnx from `python export.py` with backend=onnx"
 )
 BACKENDS = ("torch", "onnx")
 Source = ImageSource | VideoSource
@@ -92,18 +93,27 @@ def output_sink(path: Path, source: Source, overwrite: bool):
     """The annotated output that fits the source: a video, an image, or a folder of images."""
     suffix = path.suffix.lower()
     inputs = [*getattr(source, "paths", []), *([source.root] if getattr(source, "root", None) else [])]
+    if source.kind == "video":  # a video file (cameras and streams are no file)
+        inputs.append(Path(source.describe()))
     if any(path.resolve() == p.resolve() for p in inputs):
         raise FerError(f"output={path} is the source itself; choose another name")
     if is_video(source):
         if suffix not in VIDEO_CODECS:
             endings = ", ".join(sorted(VIDEO_CODECS))
             raise FerError(f"a video source writes a video: output= must end in {endings}, not {path.name!r}")
+        refuse_to_replace_inputs([path], inputs, "output=")
         return VideoFileSink(path, source.fps, source.size, overwrite)
     if source.kind == "image" and suffix in IMAGE_OUTPUTS:
+        refuse_to_replace_inputs([path], inputs, "output=")
         return ImageFileSink(path, overwrite)
+    if source.kind == "image" and suffix in VIDEO_CODECS:
+        endings = ", ".join(sorted(IMAGE_OUTPUTS))
+        raise FerError(f"an image source writes an image: output= must end in {endings}, not {path.name!r} "
+                       "(a video output needs a video source)")
     if suffix in IMAGE_OUTPUTS or suffix in VIDEO_CODECS:
         raise FerError(f"a folder source writes a folder: output={path} should be a folder name such as annotated/")
     names = [p.relative_to(source.root).as_posix() if source.root else p.name for p in source.paths]
+    refuse_to_replace_inputs([folder_target(path, n) for n in names], inputs, "the output image")
     return FolderSink(path, names, overwrite)
 
 

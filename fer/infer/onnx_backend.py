@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from fer.errors import FerError
+from fer.errors import FerError, first_line
 from fer.preprocess import IMAGE_SIZE
 
 FORMAT = 1
@@ -97,7 +97,7 @@ def open_session(model: str | Path | bytes, threads: int | None = None):
         source = model if isinstance(model, bytes) else str(model)
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph types
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(str(e)) or type(e).__name__
         raise FerError(f"{model if not isinstance(model, bytes) else 'the model'} is not an ONNX model onnxruntime can run "
                        f"({first}); backend=onnx needs a .onnx written by `python export.py`") from None
 
@@ -124,7 +124,7 @@ class OnnxFaceClassifier:
             check_exported_from(asked, model, meta)
         check_graph(session, len(meta["class_names"]), model)
         classifier = cls(session, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta["preprocess"])
-        classifier(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # the first call pays one-off set-up costs
+        check_probabilities(classifier, model)  # also pays the first call's one-off set-up costs
         return classifier
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
@@ -144,3 +144,26 @@ def check_graph(session, n_classes: int, path: Path):
         raise FerError(f"{path}: the graph does not fit its fer metadata (expected uint8 faces (batch, {IMAGE_SIZE}, "
                        f"{IMAGE_SIZE}) in and (batch, {n_classes}) probabilities out; it has {got}); "
                        "it was exported from another model: re-export it with `python export.py`")
+
+
+def probe_faces() -> np.ndarray:
+    """A few fixed faces (black, white, mid-grey, a gradient, noise) to see what a graph returns."""
+    ramp = np.linspace(0, 255, IMAGE_SIZE * IMAGE_SIZE).reshape(IMAGE_SIZE, IMAGE_SIZE)
+    noise = np.random.default_rng(0).integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE))
+    return np.stack([np.zeros_like(ramp), np.full_like(ramp, 255), np.full_like(ramp, 128), ramp, noise]).astype(np.uint8)
+
+
+def check_probabilities(classifier: OnnxFaceClassifier, path: Path, tolerance: float = 1e-3):
+    # The right shapes are not enough: a graph built elsewhere, with an export's metadata copied onto
+    # it, may return logits or anything else, which would be shown as "Surprise 7600%". An export of
+    # ours ends in a softmax: every output is in [0, 1] and every row sums to 1.
+    probs = np.asarray(classifier(probe_faces()), dtype=np.float64)
+    sums = probs.sum(axis=1)
+    ok = (np.isfinite(probs).all() and probs.min() >= -tolerance and probs.max() <= 1 + tolerance
+          and np.abs(sums - 1).max() <= tolerance)
+    if not ok:
+        raise FerError(f"{path}: the graph does not return probabilities (on test faces its outputs range "
+                       f"{np.nanmin(probs):.3g}..{np.nanmax(probs):.3g}, "
+                       f"rows summing to {np.nanmin(sums):.3g}..{np.nanmax(sums):.3g}, "
+                       "where an export gives values in 0..1 summing to 1); it was not written by `python export.py`: "
+                       "re-export the model with `python export.py ckpt_path=PATH.ckpt`")

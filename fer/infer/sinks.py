@@ -29,6 +29,23 @@ def refuse_to_overwrite(paths: Sequence[Path], overwrite: bool, what: str):
         raise FerError(f"{what} {existing[0]}{more} already exists; choose another name or pass overwrite=true to replace it")
 
 
+def refuse_to_replace_inputs(targets: Sequence[Path], inputs: Sequence[Path], what: str):
+    """Outputs never replace inputs, whatever overwrite= says: a folder run whose output folder lies
+    inside the source folder could otherwise write an annotated copy over a source image."""
+    def identity(p: Path):
+        try:
+            st = p.stat()  # device and inode: the same file under another spelling, a link, a case-insensitive name
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    sources = {identity(p) for p in inputs} - {None}
+    clash = next((t for t in targets if identity(t) in sources), None)
+    if clash is not None:
+        raise FerError(f"{what} {clash} is one of the source's own files, and outputs never replace inputs "
+                       "(not even with overwrite=true); choose an output outside the source folder")
+
+
 def _suffix_error(path: Path, what: str, allowed) -> FerError:
     return FerError(f"{what} {path} has an unknown extension; use one of {', '.join(sorted(allowed))}")
 

@@ -101,8 +101,9 @@ class VideoSource:
                 ok, image = self.capture.read()
                 if not ok or image is None:
                     image, failures = None, failures + 1
-                    if failures >= MAX_CONSECUTIVE_FAILURES:
-                        return  # the end of the file, or a camera that stopped
+                    if failures >= MAX_CONSECUTIVE_FAILURES:  # the end of the file, or a camera that stopped
+                        self.skipped += self._lost_at_end(index)
+                        return
                     continue
                 # Failed reads followed by a good one were corrupt frames: skipped, but they keep their numbers.
                 self.skipped += failures
@@ -111,6 +112,15 @@ class VideoSource:
             timestamp = index / self.fps if in_file else time.monotonic() - start
             yield Frame(image, index, timestamp)
             index, image = index + 1, None
+
+    def _lost_at_end(self, reached: int) -> int:
+        # Failed reads at the end look like the end itself; a file's own frame count says whether
+        # frames were lost there (a camera or stream has none to say).
+        if self.kind != "video":
+            return 0
+        total = self.capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        lost = int(total) - reached if total and total > 0 else 0
+        return lost if 0 < lost <= MAX_CONSECUTIVE_FAILURES else 0
 
     def describe(self) -> str:
         return self.description
