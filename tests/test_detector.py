@@ -92,6 +92,12 @@ def test_threads_and_scale_come_from_the_config_and_bad_values_are_refused():
             RetinaFaceDetector(**bad)
 
 
+def test_a_huge_photo_is_shrunk_to_what_the_network_takes(retina, images):
+    frame, placed = place_faces(images[1:2], [(2000, 1500)], size=(7680, 5760), scale=40)  # 44 megapixels, a 1920 px face
+    found = retina.detect(frame)
+    assert len(found) == 1 and iou(found[0].box, placed[0]) > 0.5
+
+
 # --- finding the planted faces ----------------------------------------------------------------------
 def test_retinaface_finds_more_big_and_turned_faces_than_haar(retina, haar, scenes):
     # Upscaled 48 px FER2013 faces are blurry, tight crops: harder than camera faces. On a frame shrunk

@@ -21,6 +21,9 @@ STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
 CENTRE_VARIANCE, SIZE_VARIANCE = 0.1, 0.2  # the box encoding's scale factors from training
 MEAN_BGR = np.array([104, 117, 127], np.float32)  # subtracted from the BGR input, as in training
+# The network's input is never longer than this (a 44-megapixel photo at scale 0.5 would take
+# gigabytes and seconds); faces on frames that large are large.
+MAX_INPUT_PX = 1280
 
 
 def priors(width: int, height: int) -> np.ndarray:
@@ -97,15 +100,16 @@ class RetinaFaceDetector:
 
         known: faces being tracked; ignored, as the network looks at the whole frame at once."""
         bgr = to_bgr(frame)
-        if self.scale != 1:
-            interpolation = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
-            bgr = cv2.resize(bgr, None, fx=self.scale, fy=self.scale, interpolation=interpolation)
+        scale = min(self.scale, MAX_INPUT_PX / max(bgr.shape[:2]))
+        if scale != 1:
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=interpolation)
         boxes, points, scores = self.raw(bgr)
         keep = scores > self.threshold
         boxes, points, scores = boxes[keep], points[keep], scores[keep]
         chosen = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.threshold, self.nms), int).ravel()
         # The input was `scale` times the frame: back to the frame's pixels.
-        found = [Detection(to_box(boxes[i] / self.scale), float(scores[i]), points[i] / self.scale) for i in chosen]
+        found = [Detection(to_box(boxes[i] / scale), float(scores[i]), points[i] / scale) for i in chosen]
         found = [d for d in found if min(d.box[2:]) >= self.min_face]
         return sorted(found, key=lambda d: d.box[0])
 
