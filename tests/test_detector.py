@@ -8,9 +8,9 @@ import os
 import cv2
 import numpy as np
 import pytest
-from hard_scenes import SIZE, hard_scenes, matches, plant
 
 from conftest import ROOT, run_cli
+from hard_scenes import SIZE, hard_scenes, matches, plant
 from fer.errors import FerError
 from fer.infer.align import FaceAligner
 from fer.infer.detect import Detection, HaarDetector, iou
