@@ -8,6 +8,7 @@
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -28,6 +29,15 @@ def main(cfg: DictConfig):
         sys.exit(2)
 
 
+def require_known_detector(argv: list[str]):
+    """detector=NAME must name a file in conf/detector/; checked before Hydra, whose own message is a page."""
+    known = sorted(p.stem for p in (Path(__file__).resolve().parent / "conf" / "detector").glob("*.yaml"))
+    for arg in argv[1:]:
+        if arg.startswith("detector=") and arg.split("=", 1)[1] not in known:
+            raise FerError(f"{arg}: no such detector; choose one of {', '.join(known)} (conf/detector/)")
+
+
 if __name__ == "__main__":
     with exit_on_user_error():
+        require_known_detector(sys.argv)
         main()

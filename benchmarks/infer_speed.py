@@ -4,6 +4,11 @@ package's pipeline on the same videos in the same run.
 
     python benchmarks/infer_speed.py                          # writes benchmarks/results/infer_speed.json
     python benchmarks/infer_speed.py --ckpt models/fer_regularized.ckpt --repeats 5
+    python benchmarks/infer_speed.py --detector haar          # one detector (default: retinaface and haar)
+
+For each detector it also times detection stage by stage on one frame, measures how often each
+finds the faces of tests/hard_scenes.py (turned, covered, small; benchmarks/results/detection_rate.json)
+and what detecting every Nth frame (tracking between) does to the hit rate on moving turned faces.
 
 The videos are built from real FER2013 test faces (FER2013_PATH or ../shared/data/fer2013/), so
 the cascade has real faces to find. Without --ckpt the network is the paper's regularized model
@@ -78,15 +83,21 @@ print(json.dumps({"frames": frames, "faces": faces, "seconds": seconds, "stages"
 """
 
 
-def make_videos(folder: Path, n_frames: int) -> dict[int, Path]:
-    """Videos with 1 and 2 real FER2013 faces drifting across a 640x480 frame."""
+def test_faces():
     from fer.data.cache import load_fer2013
-    from fer.infer.detect import FaceDetector
-    from fer.infer.scenes import detectable, drifting_faces, write_video
 
     data_path = Path(os.environ.get("FER2013_PATH", ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"))
-    images, _ = load_fer2013(data_path).split("test")
-    faces = detectable(images[:100], FaceDetector(), 3)
+    return load_fer2013(data_path).split("test")[0]
+
+
+def make_videos(folder: Path, n_frames: int) -> dict[int, Path]:
+    """Videos with 1 and 2 real FER2013 faces drifting across a 640x480 frame: faces both detectors find."""
+    from fer.infer.detect import FaceDetector
+    from fer.infer.retinaface import RetinaFaceDetector
+    from fer.infer.scenes import detectable, drifting_faces, write_video
+
+    images = test_faces()
+    faces = detectable(detectable(images[:100], FaceDetector(), 12), RetinaFaceDetector(threshold=0.8), 3)
     videos = {}
     for n, chosen in ((1, faces[:1]), (2, faces[1:3])):
         frames, _ = drifting_faces(chosen, n_frames, step=1)
@@ -113,13 +124,14 @@ def random_checkpoint(folder: Path, model_name: str = "regularized") -> Path:
     return path
 
 
-def run_ours(video: Path, ckpt: Path, out: Path, tta: str = "none") -> dict:
+def run_ours(video: Path, ckpt: Path, out: Path, tta: str = "none", detector: str = "retinaface") -> dict:
     from hydra import compose, initialize_config_dir
 
     from fer.infer.app import run
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        overrides = [f"source={video}", f"ckpt_path={ckpt}", f"output={out}", "overwrite=true", "display=false", f"tta={tta}"]
+        overrides = [f"source={video}", f"ckpt_path={ckpt}", f"output={out}", "overwrite=true", "display=false", f"tta={tta}",
+                     f"detector={detector}"]
         cfg = compose("infer", overrides=overrides)
     summary = run(cfg)
     return {"frames": summary.frames, "faces": summary.faces, "seconds": summary.seconds, "stages": summary.stages}
@@ -188,19 +200,151 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+DETECTORS = sorted(p.stem for p in (ROOT / "conf" / "detector").glob("*.yaml"))
+INTERVALS = (1, 2, 3, 5, 10)  # detect_every values tried for the hit rate
+
+
+def make_detector(name: str, **overrides):
+    """conf/detector/<name>.yaml's detector, one thread, with overrides (scale=1.0, ...)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("infer", overrides=[f"detector={name}", *(f"detector.{k}={v}" for k, v in overrides.items())])
+    return instantiate(cfg.detector)
+
+
+def median_ms(fn, calls: int = 40) -> float:
+    fn()
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return round(1000 * statistics.median(times), 3)
+
+
+def detection_stages(name: str, frame, boxes) -> dict:
+    """Milliseconds per call of each part of one detection on a 640x480 frame (median of 40 calls)."""
+    import cv2
+
+    detector = make_detector(name)
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    if name == "retinaface":
+        from fer.infer.retinaface import MEAN_BGR, to_bgr
+
+        small = cv2.resize(to_bgr(frame), None, fx=detector.scale, fy=detector.scale, interpolation=cv2.INTER_AREA)
+        blob = (small.astype("float32") - MEAN_BGR).transpose(2, 0, 1)[None]  # (1, 3, H, W), as detect() makes it
+        stages = {"shrink": median_ms(lambda: cv2.resize(to_bgr(frame), None, fx=detector.scale, fy=detector.scale,
+                                                         interpolation=cv2.INTER_AREA)),
+                  "network": median_ms(lambda: detector.session.run(None, {"input": blob})),
+                  "whole detection": median_ms(lambda: detector.detect(frame))}
+        stages["decode and NMS"] = round(stages["whole detection"] - stages["shrink"] - stages["network"], 3)
+        return stages
+    cascade = detector.cascade
+    return {"new faces, whole frame": median_ms(lambda: cascade.detect(grey)),
+            "tracked faces, near their box (each)": median_ms(lambda: cascade.find_near(grey, boxes[0])),
+            "whole detection, faces tracked": median_ms(lambda: detector.detect(grey, known=boxes))}
+
+
+def detection_rates(images, n_scenes: int = 150, seed: int = 0) -> dict:
+    """How many planted faces of tests/hard_scenes.py each detector finds (IoU >= 0.5 with the square
+    the pipeline cuts the face from), overall and by condition, and its false boxes."""
+    import cv2
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hard_scenes import hard_scenes, matches
+
+    from fer.infer.align import FaceAligner
+
+    scenes = hard_scenes(images, n_scenes, seed)
+    aligner = FaceAligner()
+    variants = {"retinaface (default, scale 0.5)": ("retinaface", {}), "retinaface scale=1.0": ("retinaface", {"scale": 1.0}),
+                "haar": ("haar", {})}
+    result = {"scenes": n_scenes, "seed": seed, "faces": sum(len(s.faces) for s in scenes), "min_iou": 0.5, "detectors": {}}
+    for label, (name, overrides) in variants.items():
+        detector = make_detector(name, **overrides)
+        rows, false, start = [], 0, time.perf_counter()
+        for scene in scenes:
+            frame = scene.frame if detector.colour else cv2.cvtColor(scene.frame, cv2.COLOR_BGR2GRAY)
+            squares = [aligner.place(d)[0] for d in detector.detect(frame)]
+            hits = matches(scene.faces, squares)
+            rows += [(f.box[2], abs(f.angle), f.covered, hit is not None) for f, hit in zip(scene.faces, hits)]
+            false += len(squares) - sum(h is not None for h in hits)
+        ms = 1000 * (time.perf_counter() - start) / n_scenes
+        r = np.array(rows, float)
+        groups = {"all": r[:, 0] > 0, "upright (under 10 deg)": r[:, 1] < 10, "turned 10-20 deg": (r[:, 1] >= 10) & (r[:, 1] < 20),
+                  "turned 20-30 deg": r[:, 1] >= 20, "mouth covered": r[:, 2] == 1, "60-99 px": r[:, 0] < 100,
+                  "100-179 px": (r[:, 0] >= 100) & (r[:, 0] < 180), "180-300 px": r[:, 0] >= 180}
+        result["detectors"][label] = {"found": {k: round(float(r[m, 3].mean()), 3) for k, m in groups.items()},
+                                      "faces": {k: int(m.sum()) for k, m in groups.items()},
+                                      "false_boxes": false, "ms_per_frame": round(ms, 2)}
+    return result
+
+
+def hit_rate_by_interval(images, detectors: list[str], n_frames: int = 90) -> dict:
+    """Detecting every Nth frame and tracking between: the share of (frame, face) pairs with a box on
+    the face (IoU >= 0.5), and detection + tracking milliseconds per frame, on two turned faces moving
+    2 and 1.5 px a frame."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hard_scenes import SIZE, plant
+
+    from fer.infer.align import FaceAligner
+    from fer.infer.detect import iou
+    from fer.infer.draw import Annotator
+    from fer.infer.pipeline import Pipeline
+    from fer.infer.scenes import background
+    from fer.infer.track import FaceTracker
+
+    class FixedClassifier:  # the network does not change where faces are found
+        class_names = ["a", "b"]
+
+        def __call__(self, faces):
+            return np.tile([0.6, 0.4], (len(faces), 1))
+
+    frames, truth = [], []
+    for t in range(n_frames):
+        frame = background(SIZE)
+        boxes = [plant(frame, images[1], (120 + 2 * t, 200), 150, 18), plant(frame, images[4], (520, 130 + 1.5 * t), 140, -12)]
+        frames.append(frame)
+        truth.append(boxes)
+    result = {"frames": n_frames, "faces": "two FER2013 faces, 150 and 140 px, turned 18 and -12 degrees, moving 2 and 1.5 px a frame"}
+    for name in detectors:
+        result[name] = {}
+        for every in INTERVALS:
+            pipeline = Pipeline(FixedClassifier(), Annotator(["a", "b"]), FaceAligner(), make_detector(name),
+                                tracker=FaceTracker(), detect_every=every)
+            hits = 0
+            for frame, boxes in zip(frames, truth):
+                found = [r.box for r in pipeline.analyse(frame)]
+                hits += sum(max((iou(f, b) for f in found), default=0) >= 0.5 for b in boxes)
+            seconds = pipeline.watch.seconds
+            ms = 1000 * (seconds["detect"] + seconds["track"]) / n_frames
+            result[name][f"every {every}"] = {"hit_rate": round(hits / (2 * n_frames), 3), "detect_track_ms_per_frame": round(ms, 2)}
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", help="checkpoint to time (default: --model's network, untrained)")
     parser.add_argument("--model", default="regularized", help="without --ckpt: the conf/model/ network to time, untrained")
     parser.add_argument("--tta", default="none", help="infer.py's tta= (none, flip, ten_crop)")
+    parser.add_argument("--detector", nargs="+", default=DETECTORS, choices=DETECTORS, help="infer.py's detector= (default: each)")
     parser.add_argument("--frames", type=int, default=FRAMES)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each pipeline per video, interleaved; the median is kept")
     parser.add_argument("--fer-python", help="python of the venv holding the PyPI fer package")
+    parser.add_argument("--scenes", type=int, default=150, help="hard scenes for the detection rate (0: skip it)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "infer_speed.json"))
+    parser.add_argument("--rates-out", default=str(ROOT / "benchmarks" / "results" / "detection_rate.json"))
     args = parser.parse_args()
 
     import cv2
     import torch
+
+    from fer.infer.scenes import place_faces
 
     workdir = Path(tempfile.mkdtemp(prefix="fer-bench-"))
     videos = make_videos(workdir, args.frames)
@@ -212,25 +356,43 @@ def main():
     video = {"size": [640, 480], "fps": FPS, "frames": args.frames, "faces": "FER2013 test faces, enlarged 4x"}
     result = {"machine": before, "video": video,
               "checkpoint": str(ckpt) if args.ckpt else f"{args.model}, untrained weights (same speed)", "tta": args.tta,
-              "torch": torch.__version__, "opencv": cv2.__version__, "fer_package": fer_note, "runs": {}}
+              "torch": torch.__version__, "opencv": cv2.__version__, "fer_package": fer_note, "detectors": args.detector,
+              "runs": {}}
     result["network_ms_per_face_one_core"] = network_ms_per_face(ckpt, args.tta)
     for n_faces, video in videos.items():
-        ours, theirs = [], []
-        for _ in range(args.repeats):  # interleaved, so a change in load hits both alike
-            ours.append(run_ours(video, ckpt, workdir / f"ours_{n_faces}.mp4", args.tta))
+        ours, theirs = {name: [] for name in args.detector}, []
+        for _ in range(args.repeats):  # interleaved, so a change in load hits all alike
+            for name in args.detector:
+                ours[name].append(run_ours(video, ckpt, workdir / f"ours_{n_faces}.mp4", args.tta, name))
             if fer_python:
                 try:
                     theirs.append(run_fer_package(fer_python, video, workdir / f"theirs_{n_faces}.mp4", workdir))
                 except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
                     fer_python, result["fer_package"] = None, f"failed: {e}"
-        entry = {"ours": median_run(ours), "target_fps": TARGETS[n_faces]}
-        entry["meets_target"] = entry["ours"]["fps"] >= TARGETS[n_faces]
+        entry = {"target_fps": TARGETS[n_faces]}
+        for name in args.detector:
+            entry[name] = median_run(ours[name])
+            entry[name]["meets_target"] = entry[name]["fps"] >= TARGETS[n_faces]
         if theirs:
             entry["fer_package"] = median_run(theirs)
-            entry["speedup_over_fer_package"] = round(entry["ours"]["fps"] / entry["fer_package"]["fps"], 2)
-            entry["meets_3x"] = entry["speedup_over_fer_package"] >= SPEEDUP_OVER_FER
+            for name in args.detector:
+                entry[name]["speedup_over_fer_package"] = round(entry[name]["fps"] / entry["fer_package"]["fps"], 2)
+                entry[name]["meets_3x"] = entry[name]["speedup_over_fer_package"] >= SPEEDUP_OVER_FER
         result["runs"][f"{n_faces}_face" + ("s" if n_faces > 1 else "")] = entry
+
+    images = test_faces()
+    one, placed_one = place_faces(images[1:2], [(224, 144)])
+    two, placed_two = place_faces(images[1:3], [(60, 140), (380, 140)])
+    result["detection_ms"] = {name: {"1_face": detection_stages(name, one, placed_one),
+                                     "2_faces": detection_stages(name, two, placed_two)} for name in args.detector}
+    result["hit_rate_by_detect_every"] = hit_rate_by_interval(images, args.detector)
     write_result(result, before, args.out, summary_table)
+    if args.scenes:
+        rates = {"machine": machine(), **detection_rates(images, args.scenes)}
+        Path(args.rates_out).write_text(json.dumps(rates, indent=2) + "\n")
+        for label, entry in rates["detectors"].items():
+            print(f"{label}: " + ", ".join(f"{k} {v:.2f}" for k, v in entry["found"].items()) + f"; false boxes {entry['false_boxes']}")
+        print(f"wrote {args.rates_out}")
 
 
 def write_result(result: dict, before: dict, out: str, summarize) -> None:
@@ -252,15 +414,23 @@ def summary_table(result: dict) -> str:
              f"{result['machine_after']['load_average_1_5_15'][0]}"
              f" on {result['machine']['cpus']} CPUs" + ("" if result["quiet"] else "  (NOT quiet: figures are pessimistic)")]
     for name, entry in result["runs"].items():
-        ours = entry["ours"]
-        stages = ", ".join(f"{k} {v:.2f}" for k, v in ours["ms_per_frame"].items() if v >= 0.005)
-        line = f"{name}: ours {ours['fps']} fps (target {entry['target_fps']})"
-        if "fer_package" in entry:
-            line += f"; fer package {entry['fer_package']['fps']} fps; {entry['speedup_over_fer_package']}x"
-        lines += [line, f"  ours, ms per frame: {stages}"]
+        for detector in result["detectors"]:
+            ours = entry[detector]
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in ours["ms_per_frame"].items() if v >= 0.005)
+            line = f"{name}, detector={detector}: ours {ours['fps']} fps (target {entry['target_fps']})"
+            if "fer_package" in entry:
+                line += f"; fer package {entry['fer_package']['fps']} fps; {ours['speedup_over_fer_package']}x"
+            lines += [line, f"  ours, ms per frame: {stages}"]
         if "fer_package" in entry:
             theirs = entry["fer_package"]["ms_per_frame"]
             lines.append("  fer package, ms per frame: " + ", ".join(f"{k} {v:.2f}" for k, v in theirs.items()))
+    for detector, by_faces in result.get("detection_ms", {}).items():
+        for faces, stages in by_faces.items():
+            lines.append(f"detection, {detector}, {faces}, ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+    for detector, by_n in result.get("hit_rate_by_detect_every", {}).items():
+        if isinstance(by_n, dict):
+            lines.append(f"detect_every, {detector}: " + "; ".join(
+                f"{n}: hits {v['hit_rate']:.2f}, {v['detect_track_ms_per_frame']:.1f} ms" for n, v in by_n.items()))
     return "\n".join(lines)
 
 

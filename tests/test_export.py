@@ -17,6 +17,7 @@ from fer.export import export_onnx
 from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector
 from fer.infer.onnx_backend import MARKER, OnnxFaceClassifier
+from fer.infer.retinaface import RetinaFaceDetector
 from fer.infer.scenes import background, detectable, drifting_faces, write_video
 from fer.labels import EMOTIONS
 
@@ -98,7 +99,8 @@ finally:
 def clip(fer2013, tmp_path_factory):
     """640x480 at 25 fps: six empty frames (a detection frame follows: detect_every=3), then two real faces drifting right."""
     images, _ = fer2013.split("test")
-    faces = detectable(images[:200], FaceDetector(), 2)
+    # Faces both detectors find: Viola-Jones, and the default RetinaFace with a margin over its threshold.
+    faces = detectable(detectable(images[:200], FaceDetector(), 12), RetinaFaceDetector(threshold=0.8), 2)
     frames, _ = drifting_faces(faces, 24, step=3)
     return write_video(tmp_path_factory.mktemp("clip") / "clip.avi", [background((640, 480))] * 6 + frames, fps=25)
 

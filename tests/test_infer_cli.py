@@ -18,6 +18,7 @@ from fer.infer.app import face_settings, given_preprocess_keys, run
 from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector, iou
 from fer.infer.draw import EMOTION_COLOURS, SMALLEST_READABLE_SIDE
+from fer.infer.retinaface import RetinaFaceDetector
 from fer.infer.scenes import background, detectable, drifting_faces, place_faces, write_video
 from fer.labels import EMOTIONS
 
@@ -28,7 +29,8 @@ FACE_FRAMES = 24
 @pytest.fixture(scope="module")
 def faces(fer2013):
     images, _ = fer2013.split("test")
-    return detectable(images[:200], FaceDetector(), 4)
+    # Faces both detectors find: Viola-Jones, and the default RetinaFace with a margin over its threshold.
+    return detectable(detectable(images[:200], FaceDetector(), 12), RetinaFaceDetector(threshold=0.8), 4)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 
 from fer.infer.align import FaceAligner, cut_square
 from fer.infer.classify import FaceClassifier
-from fer.infer.detect import FaceDetector, iou
+from fer.infer.detect import FaceDetector, HaarDetector, iou
 from fer.infer.draw import EMOTION_COLOURS, UNCERTAIN_COLOUR, Annotator, to_bgr8
 from fer.infer.faces import FaceResult
 from fer.infer.pipeline import Pipeline
@@ -61,7 +61,7 @@ def test_inference_gives_the_training_tensor_for_the_same_face(fer2013, classifi
     faces_48 = []
     for frame in open_source(tmp_path).frames():
         grey = to_grey(frame.image)
-        batch, _ = pipeline.faces_48(grey, pipeline.find_faces(grey), [None])
+        batch, _ = pipeline.faces_48(grey, [f.box for f in pipeline.find_faces(grey)], [None])
         faces_48.append(batch[0])
     infer_x = classifier.network_input(np.stack(faces_48))
 
@@ -273,7 +273,7 @@ def test_every_kind_of_image_is_analysed(kind, faces, classifier, tmp_path):
     source = open_source(path)
     image = next(source.frames()).image
     assert image.shape[:2] == frame.shape[:2] and image.dtype == frame.dtype
-    pipeline = Pipeline(classifier, Annotator(EMOTIONS), FaceAligner(), FaceDetector())
+    pipeline = Pipeline(classifier, Annotator(EMOTIONS), FaceAligner(), HaarDetector())
     results = pipeline.analyse(image)
     assert len(results) == 1 and iou(results[0].box, placed[0]) > 0.6
     assert np.isclose(results[0].probs.sum(), 1, atol=1e-4)
@@ -328,7 +328,7 @@ def test_ctrl_c_stops_cleanly_and_the_video_is_playable(faces, classifier, tmp_p
             pass
 
     out = tmp_path / "live.mp4"
-    pipeline = Pipeline(classifier, Annotator(EMOTIONS), FaceAligner(), FaceDetector(), tracker=FaceTracker(),
+    pipeline = Pipeline(classifier, Annotator(EMOTIONS), FaceAligner(), HaarDetector(), tracker=FaceTracker(),
                         sinks=[VideoFileSink(out, 25.0, (640, 480))])
     summary = pipeline.run(InterruptedCamera())
     assert summary.stopped_early == "interrupted" and summary.frames == 3

@@ -5,6 +5,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -136,9 +137,19 @@ def open_sinks(output: str | None, predictions: str | None, overwrite: bool, sou
     return sinks
 
 
+def make_detector(settings: DictConfig):
+    """conf/detector/'s choice; a setting it refuses is the user's error (one line), not Hydra's traceback."""
+    try:
+        return instantiate(settings)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, FerError):
+            raise e.__cause__ from None
+        raise
+
+
 def build_pipeline(cfg: DictConfig, source: Source, classifier: FaceClassifier, settings: Mapping) -> Pipeline:
     video = is_video(source)
-    detector = instantiate(cfg.detector) if cfg.detect else None
+    detector = make_detector(cfg.detector) if cfg.detect else None
     aligner = FaceAligner(settings["align"], settings["margin"], eye_cascade=cfg.eye_cascade) if cfg.detect else None
     annotator = instantiate(cfg.draw, class_names=classifier.class_names, show_ids=cfg.draw.show_ids and video)
     window = Window() if wants_window(cfg.display) else None

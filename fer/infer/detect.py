@@ -1,4 +1,9 @@
-"""Viola-Jones face detection (OpenCV's Haar cascades), the paper's choice for speed.
+"""Face detection: what every detector gives the pipeline (a `Detector` returns `Detection`s), and
+Viola-Jones (OpenCV's Haar cascades), the paper's choice for speed (`detector=haar`). The default,
+RetinaFace, is in fer/infer/retinaface.py; a new detector is one class with `detect` and one YAML
+in conf/detector/.
+
+Viola-Jones:
 
 Frames are shrunk first so the smallest face we look for is `work_px` pixels: the cascade's cost
 then depends on how small a face may be relative to the frame, not on the camera's resolution, and
@@ -8,7 +13,9 @@ size findable: of FER2013 faces 1.33x the minimum, 77% were found at 32 px, 60% 
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -20,6 +27,24 @@ Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 # it is the face itself, not the smallest face possible (FER2013 faces that a full detection found:
 # 99% found again near their last box at 48 px, 95% at 40 px, 79% at 32 px).
 NEAR_PX = 48
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: Box  # in full-frame pixels
+    score: float  # the detector's confidence (a cascade's: 1)
+    # (5, 2) x, y in frame pixels: the eye on the image's left, the other eye, the nose tip, the mouth
+    # corner on the image's left, the other corner. None: the detector finds no landmarks.
+    landmarks: np.ndarray | None = None
+
+
+class Detector(Protocol):
+    colour: bool  # True: detect() wants the BGR frame; False: the grey one is enough
+
+    def detect(self, frame: np.ndarray, known: Sequence[Box] = ()) -> list[Detection]:
+        """Every face on the frame, left to right. known: boxes of faces being tracked, which a
+        detector may look for more cheaply near where they were (or ignore)."""
+        ...
 
 
 def load_cascade(name_or_path: str) -> cv2.CascadeClassifier:
@@ -133,3 +158,20 @@ class FaceDetector:
         found = found / scale + (x0, y0, 0, 0)
         best = max(found, key=lambda b: iou(tuple(b), box))
         return tuple(int(round(v)) for v in best)
+
+
+class HaarDetector:
+    """Viola-Jones behind the `Detector` interface (detector=haar): faces being tracked are re-detected
+    near their last box (cheap), the rest of the frame is searched with them blanked out."""
+
+    colour = False
+
+    def __init__(self, reach: float = 0.3, **cascade):
+        # reach: how far (fraction of its size) a tracked face is looked for around its last box.
+        self.cascade, self.reach = FaceDetector(**cascade), reach
+
+    def detect(self, frame: np.ndarray, known: Sequence[Box] = ()) -> list[Detection]:
+        near = (self.cascade.find_near(frame, box, self.reach) for box in known)
+        found = [b for b in near if b is not None]
+        boxes = found + self.cascade.detect(frame, known=found)
+        return [Detection(b, 1.0) for b in sorted(boxes, key=lambda b: b[0])]

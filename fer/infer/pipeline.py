@@ -1,5 +1,7 @@
 """One frame at a time: grey -> faces (detect, or track between detections) -> aligned 48x48 crops
--> one network batch -> smoothed per-face probabilities -> drawing -> every sink -> the window."""
+-> one network batch -> smoothed per-face probabilities -> drawing -> every sink -> the window.
+
+Any `Detector` (fer/infer/detect.py) serves: RetinaFace (the default) or Viola-Jones (detector=haar)."""
 
 import time
 from collections import Counter, defaultdict
@@ -10,7 +12,7 @@ import numpy as np
 
 from fer.infer.align import FaceAligner
 from fer.infer.classify import FaceClassifier
-from fer.infer.detect import Box, FaceDetector
+from fer.infer.detect import Box, Detection, Detector
 from fer.infer.draw import Annotator, enlarge_small, to_bgr8
 from fer.infer.faces import FaceResult
 from fer.infer.track import FaceTracker
@@ -53,7 +55,7 @@ class Pipeline:
         classifier: FaceClassifier,
         annotator: Annotator,
         aligner: FaceAligner | None = None,
-        detector: FaceDetector | None = None,  # None: every image is one whole face (pre-cropped faces)
+        detector: Detector | None = None,  # None: every image is one whole face (pre-cropped faces)
         gamma: float | str | None = "auto",
         tracker: FaceTracker | None = None,  # None: every frame stands alone (images)
         detect_every: int = 1,
@@ -74,19 +76,25 @@ class Pipeline:
     def detection_due(self) -> bool:
         return self._count % self.detect_every == 0
 
-    def find_faces(self, grey: np.ndarray) -> list[Box]:
+    def find_faces(self, grey: np.ndarray, image: np.ndarray | None = None) -> list[Detection]:
+        """The faces on a frame: detected (on `image`, the frame as decoded, for a detector that wants
+        colour), or on frames between detections followed from where they were."""
         if self.detector is None:
-            return [(0, 0, grey.shape[1], grey.shape[0])]
+            return [Detection((0, 0, grey.shape[1], grey.shape[0]), 1.0)]
+        frame = image if self.detector.colour and image is not None else grey
         if self.tracker is None:
-            return self.detector.detect(grey)
+            return self.detector.detect(frame)
         if not self.detection_due():  # between detections: follow each face by its look
             followed = (self.tracker.follow(grey, t) for t in self.tracker.tracks)
-            return [b for b in followed if b is not None]
-        # Faces being tracked are re-detected near their last box (cheap); the rest of the frame is
-        # searched for new faces with the tracked ones blanked out.
-        near = (self.detector.find_near(grey, t.box) for t in self.tracker.tracks)
-        found = [b for b in near if b is not None]
-        return found + self.detector.detect(grey, known=found)
+            return [Detection(b, 1.0) for b in followed if b is not None]
+        return self.detector.detect(frame, known=[t.box for t in self.tracker.tracks])
+
+    def place(self, faces: Sequence[Detection]) -> tuple[list[Box], list[float | None]]:
+        """Each face's square and tilt: from its landmarks where it has them (None: measure the tilt)."""
+        if self.aligner is None or self.detector is None:
+            return [f.box for f in faces], [None] * len(faces)
+        placed = [self.aligner.place(f) for f in faces]
+        return [p[0] for p in placed], [p[1] for p in placed]
 
     def faces_48(self, grey: np.ndarray, boxes: Sequence[Box], angles: Sequence[float | None]) -> tuple[np.ndarray, list[float]]:
         """(B, 48, 48) uint8, the format training sees, and the turn applied to each face.
@@ -106,19 +114,20 @@ class Pipeline:
         """Every face on one frame (any depth and channel count), with its (smoothed) probabilities."""
         watch = self.watch
         grey = to_grey(image)
-        boxes = self.find_faces(grey)
+        detected = self.tracker is None or self.detection_due()
+        boxes, angles = self.place(self.find_faces(grey, image))
         watch.lap("detect")
         if self.tracker is None:
-            faces, _ = self.faces_48(grey, boxes, [None] * len(boxes))
+            faces, _ = self.faces_48(grey, boxes, angles)
             watch.lap("align")
             probs = self.classifier(faces)
             watch.lap("network")
             results = [FaceResult(i, box, p) for i, (box, p) in enumerate(zip(boxes, probs))]
         else:
-            tracks = self.tracker.update(boxes)  # faces not found on this frame stay a moment at their last box
-            # The eyes are looked for on detection frames; the frames between reuse each face's tilt.
-            detected = self.detection_due()
-            faces, turns = self.faces_48(grey, [t.box for t in tracks], [None if detected else t.angle for t in tracks])
+            # Faces not found on this frame stay a moment at their last box. A detection frame brings
+            # each face's tilt (None: look for its eyes); the frames between reuse the tilts.
+            tracks = self.tracker.update(boxes, angles if detected else None)
+            faces, turns = self.faces_48(grey, [t.box for t in tracks], [t.angle for t in tracks])
             watch.lap("align")
             probs = self.classifier(faces)
             watch.lap("network")

@@ -35,8 +35,11 @@ class FaceTracker:
         self.tracks: list[Track] = []
         self._next_id = 0
 
-    def update(self, boxes: list[Box]) -> list[Track]:
-        """Match this frame's boxes to the tracks (greedy by overlap) -> the tracks on screen now."""
+    def update(self, boxes: list[Box], angles: list[float | None] | None = None) -> list[Track]:
+        """Match this frame's boxes to the tracks (greedy by overlap) -> the tracks on screen now.
+
+        angles: each box's tilt, given to its track (None in the list: to be measured); None: the
+        tracks keep theirs (faces followed between detections)."""
         pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)), reverse=True)
         matched_tracks, matched_boxes = set(), set()
         for overlap, ti, bi in pairs:
@@ -47,13 +50,16 @@ class FaceTracker:
             matched_tracks.add(ti)
             matched_boxes.add(bi)
             self.tracks[ti].box, self.tracks[ti].missed = boxes[bi], 0
+            if angles is not None:
+                self.tracks[ti].angle = angles[bi]
         for ti, track in enumerate(self.tracks):
             if ti not in matched_tracks:
                 track.missed += 1
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
         for bi, box in enumerate(boxes):
             if bi not in matched_boxes:
-                self.tracks.append(Track(self._next_id, box, deque(maxlen=self.window)))
+                angle = None if angles is None else angles[bi]
+                self.tracks.append(Track(self._next_id, box, deque(maxlen=self.window), angle=angle))
                 self._next_id += 1
         return list(self.tracks)
 

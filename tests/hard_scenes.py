@@ -1,0 +1,97 @@
+"""Hard scenes for face detectors, built from real FER2013 faces (test-only; the speed benchmark reuses
+them): faces of 60-300 px on 640x480 frames, turned up to +-30 degrees, some with a hand-sized patch
+over the mouth, one to three a frame. Each planted face is known by its upright square (the box a
+detector should report, before the turn) and by what was done to it."""
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from fer.infer.detect import Box, iou
+from fer.infer.scenes import background
+
+SIZE = (640, 480)
+
+
+@dataclass
+class Planted:
+    box: Box  # the face's square before it was turned: x, y, side, side
+    angle: float  # degrees, clockwise on screen
+    covered: bool  # a patch over the mouth
+
+
+@dataclass
+class Scene:
+    frame: np.ndarray  # (480, 640, 3) BGR
+    faces: list[Planted]
+
+
+def cover_mouth(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A hand-sized patch (half the face wide, a third high) of flat, slightly shaded skin over the mouth."""
+    side = face.shape[0]
+    w, h = int(0.55 * side), int(0.32 * side)
+    x0, y0 = (side - w) // 2, int(0.62 * side)
+    tone = float(np.clip(np.median(face) + rng.uniform(-10, 30), 40, 230))
+    shade = np.linspace(tone - 12, tone + 12, w, dtype=np.float32)[None, :].repeat(h, 0)
+    covered = face.copy()
+    covered[y0:y0 + h, x0:x0 + w] = np.clip(shade, 0, 255).astype(np.uint8)
+    return covered
+
+
+def plant(frame: np.ndarray, face: np.ndarray, centre: tuple[float, float], side: int, angle: float) -> Box:
+    """The face enlarged to `side` px, turned `angle` degrees clockwise about its centre, drawn on frame."""
+    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    reach = int(math.ceil(side * math.sqrt(2) / 2)) + 2
+    out = 2 * reach
+    turn = cv2.getRotationMatrix2D((side / 2, side / 2), -angle, 1.0)
+    turn[:, 2] += reach - side / 2  # the face's centre lands in the middle of the output
+    turned = cv2.warpAffine(big, turn, (out, out), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpAffine(np.full((side, side), 255, np.uint8), turn, (out, out), flags=cv2.INTER_LINEAR)
+    cx, cy = int(round(centre[0])), int(round(centre[1]))
+    x0, y0 = cx - reach, cy - reach
+    region = frame[y0:y0 + out, x0:x0 + out]
+    alpha = (mask.astype(np.float32) / 255)[:, :, None]
+    region[:] = (alpha * turned[:, :, None] + (1 - alpha) * region).astype(np.uint8)
+    return cx - side // 2, cy - side // 2, side, side
+
+
+def hard_scene(faces: list[np.ndarray], rng: np.random.Generator, sizes=(60, 300), max_angle: float = 30.0,
+               cover: float = 0.3, tries: int = 200) -> Scene:
+    """The faces placed at random sizes and turns without overlapping (fewer if they do not fit)."""
+    frame = background(SIZE)
+    planted: list[Planted] = []
+    spots: list[tuple[float, float, float]] = []  # centre x, y and reach of each face placed
+    biggest = sizes[1] if len(faces) == 1 else min(sizes[1], 440 // len(faces))  # two or three must fit side by side
+    for face in faces:
+        for _ in range(tries):
+            side = int(rng.uniform(sizes[0], biggest))
+            reach = side * math.sqrt(2) / 2 + 3
+            cx, cy = rng.uniform(reach, SIZE[0] - reach), rng.uniform(reach, SIZE[1] - reach)
+            if all(math.hypot(cx - x, cy - y) > reach + r for x, y, r in spots):
+                break
+        else:
+            continue
+        angle = float(rng.uniform(-max_angle, max_angle))
+        covered = bool(rng.random() < cover)
+        box = plant(frame, cover_mouth(face, rng) if covered else face, (cx, cy), side, angle)
+        spots.append((cx, cy, reach))
+        planted.append(Planted(box, angle, covered))
+    return Scene(frame, planted)
+
+
+def hard_scenes(images: np.ndarray, n: int, seed: int = 0) -> list[Scene]:
+    """n scenes with 1, 2 or 3 faces (in turn), each face a different FER2013 image."""
+    rng = np.random.default_rng(seed)
+    picks = iter(rng.permutation(len(images)))
+    return [hard_scene([images[next(picks)] for _ in range(1 + i % 3)], rng) for i in range(n)]
+
+
+def matches(planted: list[Planted], boxes: list[Box], min_iou: float = 0.5) -> list[Box | None]:
+    """For each planted face, the box found on it (the best overlap of at least min_iou), or None."""
+    found = []
+    for face in planted:
+        best = max(boxes, key=lambda b: iou(b, face.box), default=None)
+        found.append(best if best is not None and iou(best, face.box) >= min_iou else None)
+    return found
