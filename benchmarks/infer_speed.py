@@ -10,7 +10,7 @@ For each detector it also times detection stage by stage on one frame, measures 
 finds the faces of tests/hard_scenes.py (turned, covered, small; benchmarks/results/detection_rate.json)
 and what detecting every Nth frame (tracking between) does to the hit rate on moving turned faces.
 
-The videos are built from real FER2013 test faces (FER2013_PATH or ../shared/data/fer2013/), so
+The videos are built from real FER2013 test faces ($FER2013_PATH, else data/fer2013.csv, as train.py), so
 the cascade has real faces to find. Without --ckpt the network is the paper's regularized model
 with untrained weights: the same computation, so the same speed.
 
@@ -86,8 +86,9 @@ print(json.dumps({"frames": frames, "faces": faces, "seconds": seconds, "stages"
 def test_faces():
     from fer.data.cache import load_fer2013
 
-    data_path = Path(os.environ.get("FER2013_PATH", ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"))
-    return load_fer2013(data_path).split("test")[0]
+    from fer.data.reader import default_data_path
+
+    return load_fer2013(default_data_path(ROOT)).split("test")[0]
 
 
 def make_videos(folder: Path, n_frames: int) -> dict[int, Path]:

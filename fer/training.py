@@ -208,11 +208,16 @@ def _no_events_unless_an_epoch_ran(logger: TensorBoardLogger, model: EmotionClas
         raise
 
 
+def _seen(n: int, limit, batch_size: int, ranks: int = 1) -> int:
+    # How many of a split's n faces Lightning's evaluation sees under limit_*_batches (an int:
+    # batches per rank; a float: a fraction, which these runs use only as 1.0).
+    return n if not isinstance(limit, int) else min(n, limit * batch_size * ranks)
+
+
 def _faces(datamodule, split: str, trainer: L.Trainer) -> int:
-    # How many faces of a split Lightning's evaluation sees, all ranks together, under
-    # trainer.limit_*_batches (an int: batches per rank).
-    n, limit = len(datamodule.splits[split]), getattr(trainer, f"limit_{split}_batches")
-    return n if not isinstance(limit, int) else min(n, limit * datamodule.eval_batch_size * trainer.world_size)
+    """The faces of a split that trainer.test/validate see, all ranks together."""
+    limit = getattr(trainer, f"limit_{split}_batches")
+    return _seen(len(datamodule.splits[split]), limit, datamodule.eval_batch_size, trainer.world_size)
 
 
 class ShardReport(Callback):
@@ -292,7 +297,7 @@ def _calibrate(cfg, model: EmotionClassifier, datamodule, trainer, run_dir: Path
 def _evaluated_faces(datamodule, split: str, limit):
     """The faces of a split that trainer.test/validate see under limit_*_batches: (uint8 images, labels)."""
     data = datamodule.splits[split]
-    n = len(data) if not isinstance(limit, int) else min(len(data), limit * datamodule.eval_batch_size)
+    n = _seen(len(data), limit, datamodule.eval_batch_size)
     return data.images[:n], data.labels[:n]
 
 

@@ -46,13 +46,7 @@ SKIP = [
      ("the same search with another model, sampler or launcher: the plain search is run, and tests/test_scaling.py "
       "composes the search space of every model")),
 ]
-# (pattern in the command, the issue item whose fix makes it pass) -- remove an entry when its fix has landed
-XFAIL = [
-    (r"trainer=ddp", "issue 15 item 1: CPU DDP with BatchNorm (SyncBatchNorm needs GPU modules)"),
-    (r"ckpt_path=\S*last\.ckpt", "issue 15 item 2: resuming the tiny run for a 2nd epoch makes 4 one-cycle steps, "
-                                 "ZeroDivisionError (and item 5: the run dir here is a copy)"),
-    (r"debug=", "issue 15 item 14: the debug= group does not exist yet"),
-]
+XFAIL: list[tuple[str, str]] = []  # (pattern, why): a documented command known to fail, until its fix lands
 
 
 @dataclass(frozen=True)

@@ -7,32 +7,38 @@ model is fine-tuned on must look like the crops it later classifies, or it learn
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fer.infer.align import FaceAligner
+from fer.infer.detect import Detector
 from fer.preprocess import face_to_48, to_grey
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 class LargestFace:
-    def __init__(self, detector, aligner: FaceAligner, gamma="auto"):
+    def __init__(self, detector: Detector, aligner: FaceAligner, gamma="auto"):
         self.detector, self.aligner, self.gamma = detector, aligner, gamma
 
     @classmethod
     def from_infer_defaults(cls) -> "LargestFace":
-        """infer.py's default detector and face settings (conf/infer.yaml, conf/preprocess/default.yaml)."""
+        """infer.py's default detector and face settings (conf/infer.yaml and the groups it names)."""
+        from fer.infer.app import make_detector  # the detector's one-line refusals
+
         infer = OmegaConf.load(CONF / "infer.yaml")
-        face = OmegaConf.load(CONF / "preprocess" / "default.yaml")
-        aligner = FaceAligner(face.align, face.margin, eye_cascade=infer.eye_cascade)
-        return cls(instantiate(infer.detector), aligner, face.gamma)
+        groups = {k: v for d in infer.defaults if isinstance(d, dict) or OmegaConf.is_dict(d) for k, v in d.items()}
+        face = OmegaConf.load(CONF / "preprocess" / f"{groups['preprocess']}.yaml")
+        # the detector's file interpolates infer.yaml's top-level keys (threads)
+        setup = OmegaConf.merge(infer, {"detector": OmegaConf.load(CONF / "detector" / f"{groups['detector']}.yaml")})
+        aligner = FaceAligner(face.align, face.margin, eye_cascade=setup.eye_cascade)
+        return cls(make_detector(setup.detector), aligner, face.gamma)
 
     def __call__(self, picture: np.ndarray) -> np.ndarray | None:
         grey = to_grey(picture)
-        boxes = self.detector.detect(grey)
-        if not boxes:
+        faces = self.detector.detect(picture if self.detector.colour and picture.ndim == 3 else grey)
+        if not faces:
             return None
-        box = max(boxes, key=lambda b: b[2] * b[3])  # a labelled photo is about its main face
-        crop, _ = self.aligner.crop(grey, box)
+        face = max(faces, key=lambda f: f.box[2] * f.box[3])  # a labelled photo is about its main face
+        box, angle = self.aligner.place(face)
+        crop, _ = self.aligner.crop(grey, box, angle)
         return face_to_48(crop, self.gamma)
