@@ -3,6 +3,9 @@
     python benchmarks/accuracy_vs_time.py "regularized 50 ep=outputs/runs/paper_regularized_timed" \
         "vgg 48-384=outputs/runs/vgg_wide_seed42" ... [--out docs/accuracy_vs_time.png]
 
+    python benchmarks/accuracy_vs_time.py --recorded benchmarks/results/accuracy_vs_time.json \
+        "cycle 1 (warm start)=$HOME/fer-runs/cycle1" --continues "cycle 1 (warm start)=regularized, 50 epochs (shipped)"
+
 Each argument is LABEL=RUN_DIR (a train.py run dir with metrics.json, or a running one: its
 last.ckpt's history is read instead), or LABEL=RUN_DIR@MINUTES for a run whose history has no
 per-epoch times and whose wall time is not its training's (the `train=false` evaluation of a
@@ -12,6 +15,10 @@ against the wall time trained so far (`time_s` in the history; runs from before 
 spread their wall time evenly over their epochs). A finished run adds its PrivateTest accuracy at
 its end: a filled marker for the centre crop, an open one for ten-crop TTA. The figures also go to
 a JSON file beside the PNG's name in benchmarks/results/.
+
+Training cycles (issue 18): a run that started from another run's weights (init_from=) is drawn at
+the cumulative time, after the run it continued: --continues "LABEL=EARLIER_LABEL". --recorded
+FILE brings back the runs of an earlier JSON of this script (run dirs do not outlive their session).
 """
 
 import argparse
@@ -56,6 +63,15 @@ def load_run(run_dir: Path, train_minutes: float | None = None) -> dict:
     return result
 
 
+def continued(run: dict, earlier: dict) -> dict:
+    """A training cycle drawn after the run whose weights it started from: its minutes cumulative."""
+    if run.get("starts_at_minutes") is not None:  # already shifted (a recorded run)
+        return run
+    start = earlier["minutes"]
+    return {**run, "starts_at_minutes": start, "minutes": round(start + run["minutes"], 1),
+            "val_curve": [(start + t, a) for t, a in run["val_curve"]]}
+
+
 def figure(runs: dict[str, dict]):
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     for label, r in runs.items():
@@ -67,7 +83,7 @@ def figure(runs: dict[str, dict]):
                 ax.plot([r["minutes"]], [r["test_acc_ten_crop"]], "o", mfc="none", color=line.get_color(), ms=9)
     ax.plot([], [], "ko", label="PrivateTest, centre crop")
     ax.plot([], [], "ko", mfc="none", label="PrivateTest, ten-crop TTA")
-    ax.set(xlabel="training wall time (minutes, 2-core CPU)", ylabel="accuracy", title="Accuracy per CPU time, by recipe")
+    ax.set(xlabel="training wall time, cumulative over cycles (minutes, 2-core CPU)", ylabel="accuracy", title="Accuracy per CPU time, by recipe")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -78,14 +94,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
     parser.add_argument("--out", default=str(ROOT / "docs" / "accuracy_vs_time.png"))
+    parser.add_argument("--recorded", help="a JSON this script wrote: its runs are drawn again")
+    parser.add_argument("--continues", action="append", default=[], metavar="LABEL=EARLIER_LABEL",
+                        help="LABEL's run started from EARLIER_LABEL's weights: drawn after it, in cumulative minutes")
     args = parser.parse_args()
-    runs = {}
+    runs = json.loads(Path(args.recorded).read_text()) if args.recorded else {}
     for spec in args.runs:
         label, _, path = spec.partition("=")  # run dirs of a sweep hold "=" themselves
         if not label:
             sys.exit(f"{spec}: give LABEL=RUN_DIR")
         path, _, minutes = path.partition("@")
         runs[label] = load_run(Path(path), float(minutes) if minutes else None)
+    for spec in args.continues:
+        label, _, earlier = spec.partition("=")
+        if label not in runs or earlier not in runs:
+            sys.exit(f"--continues {spec}: both labels must be runs given here (or --recorded)")
+        runs[label] = continued(runs[label], runs[earlier])
     out = Path(args.out)
     plots.save(figure(runs), out)
     result = ROOT / "benchmarks" / "results" / f"{out.stem}.json"

@@ -24,6 +24,7 @@ from fer.checkpointing import AtomicCheckpointIO, RunCheckpoint, RunRecord
 from fer.ema import EMAWeights
 from fer.errors import FerError
 from fer.module import EmotionClassifier
+from fer.paths import in_project
 from fer.rundir import holds_run, occupied_message
 from fer.tta import check_mode
 
@@ -74,7 +75,7 @@ def run(cfg: DictConfig) -> dict:
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
-    init_from = cfg.get("init_from")
+    init_from = in_project(cfg.init_from) if cfg.get("init_from") else None  # the shipped model from any directory
     if cfg.train:
         model = instantiate(cfg.model)
         if resuming:

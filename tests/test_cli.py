@@ -114,7 +114,9 @@ def test_a_sweep_summary_shows_the_projects_message_for_a_refused_value(tiny_csv
 def test_ctrl_c_exits_130_and_says_how_to_resume(tiny_csv, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "train.py", f"data.path={tiny_csv}", *TINY, "trainer.max_epochs=10000", f"hydra.run.dir={run_dir}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a test run started in the background (nohup ... &) ignores SIGINT, and the child would inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not last.exists():

@@ -92,6 +92,20 @@ def test_threads_and_scale_come_from_the_config_and_bad_values_are_refused():
             RetinaFaceDetector(**bad)
 
 
+def test_photos_are_searched_at_full_size_and_video_at_the_faster_scale():
+    # conf/detector/retinaface.yaml: scale for video and cameras, still_scale for photos and folders.
+    from hydra import compose, initialize_config_dir
+
+    from fer.infer.app import make_detector
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("infer")
+        refused = compose("infer", overrides=["detector.still_scale=0"])
+    assert make_detector(cfg.detector).scale == 0.5 and make_detector(cfg.detector, still=True).scale == 1.0
+    with pytest.raises(FerError, match="detector.scale"):
+        make_detector(refused.detector, still=True)
+
+
 def test_a_huge_photo_is_shrunk_to_what_the_network_takes(retina, images):
     frame, placed = place_faces(images[1:2], [(2000, 1500)], size=(7680, 5760), scale=40)  # 44 megapixels, a 1920 px face
     found = retina.detect(frame)

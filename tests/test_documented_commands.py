@@ -191,6 +191,22 @@ def faces(fer2013):
     return images[:6]
 
 
+@pytest.fixture(scope="module")
+def own_faces(fer2013):
+    """A user's labelled faces as my_faces/<Emotion>/*.png would hold them: 10 each of three classes."""
+    from fer.labels import EMOTIONS
+
+    images, labels = fer2013.split("test")
+    return {EMOTIONS[c]: images[labels == c][:10] for c in (3, 4, 6)}
+
+
+def _own_faces_folder(path: Path, own_faces):
+    for name, images in own_faces.items():
+        (path / name).mkdir(parents=True)
+        for i, image in enumerate(images):
+            cv2.imwrite(str(path / name / f"{i}.png"), image)
+
+
 def _value(args, key: str) -> str | None:
     return next((a.split("=", 1)[1] for a in args if a.split("=", 1)[0].lstrip("+") == key), None)
 
@@ -262,9 +278,12 @@ def _shrunk_train_args(args: tuple[str, ...], resume: bool) -> list[str]:
     return kept + [f"{k}={v}" for k, v in shrink.items()]
 
 
-def prepared(cmd: Documented, folder: Path, tiny_run: Path, tiny_ckpt: Path, faces) -> list[str]:
+def prepared(cmd: Documented, folder: Path, tiny_run: Path, tiny_ckpt: Path, faces, own_faces) -> list[str]:
     """The command's arguments, shrunk, with everything it reads made in `folder`."""
     args = list(cmd.args)
+    data = _value(args, "data.path")
+    if data and not (folder / _unquoted(data)).exists():  # a folder of one's own faces (fine-tuning)
+        _own_faces_folder(folder / _unquoted(data), own_faces)
     ckpt = _value(args, "ckpt_path")
     if ckpt and ckpt != "null":
         _provide_checkpoint(ckpt, folder, tiny_run, tiny_ckpt, onnx_beside=_value(args, "backend") == "onnx")
@@ -283,10 +302,10 @@ def prepared(cmd: Documented, folder: Path, tiny_run: Path, tiny_ckpt: Path, fac
 
 
 @pytest.mark.parametrize("cmd", [pytest.param(c, id=f"{c.where} {c.text}"[:150], marks=_marks(c)) for c in COMMANDS])
-def test_documented_command_runs(cmd, tiny_run, tiny_ckpt, faces, fer2013_path, tmp_path):
+def test_documented_command_runs(cmd, tiny_run, tiny_ckpt, faces, own_faces, fer2013_path, tmp_path):
     folder = tmp_path / "cwd"
     folder.mkdir()
-    args = prepared(cmd, folder, tiny_run, tiny_ckpt, faces)
+    args = prepared(cmd, folder, tiny_run, tiny_ckpt, faces, own_faces)
     env = {"DISPLAY": "", "WAYLAND_DISPLAY": "",  # infer.py's display=auto: no window
            "FER2013_PATH": str(fer2013_path)}
     done = run_cli([str(ROOT / cmd.script), *args], cwd=folder, env=env)

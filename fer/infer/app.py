@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer.errors import FerError
 from fer.infer.align import FaceAligner
+from fer.paths import in_project
 from fer.infer.classify import FaceClassifier
 from fer.infer.pipeline import Pipeline, RunSummary
 from fer.infer.sinks import (IMAGE_OUTPUTS, VIDEO_CODECS, FolderSink, ImageFileSink, PredictionsFile, VideoFileSink, Window,
@@ -20,7 +21,6 @@ from fer.preprocess import IMAGE_SIZE
 from fer.tta import check_mode
 
 log = logging.getLogger("fer.infer")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NEEDS_CHECKPOINT = (
     "no model given: pass ckpt_path=PATH to a checkpoint from `python train.py` "
     "(outputs/runs/<date>/<time>/checkpoints/best-epoch<NN>-acc<val>.ckpt), "
@@ -35,10 +35,7 @@ def resolve_checkpoint(ckpt_path: str | None) -> Path:
     # looked for in the project, so infer.py works from any directory.
     if not ckpt_path:
         raise FerError(NEEDS_CHECKPOINT)
-    path = Path(str(ckpt_path)).expanduser()
-    if not path.is_absolute() and not path.exists() and (PROJECT_ROOT / path).exists():
-        return PROJECT_ROOT / path
-    return path
+    return in_project(ckpt_path)
 
 
 def load_classifier(backend: str, path: Path, threads: int | None, tta: str = "none"):
@@ -137,8 +134,15 @@ def open_sinks(output: str | None, predictions: str | None, overwrite: bool, sou
     return sinks
 
 
-def make_detector(settings: DictConfig):
-    """conf/detector/'s choice; a setting it refuses is the user's error (one line), not Hydra's traceback."""
+def make_detector(settings: DictConfig, still: bool = False):
+    """conf/detector/'s choice; a setting it refuses is the user's error (one line), not Hydra's traceback.
+
+    still: the frames are photos, not video. A detector's `still_scale` (where it has one) then
+    replaces its `scale`: with no frame rate to keep, photos are searched at full resolution."""
+    settings = OmegaConf.to_container(settings, resolve=True)
+    still_scale = settings.pop("still_scale", None)
+    if still and still_scale is not None:
+        settings["scale"] = still_scale
     try:
         return instantiate(settings)
     except InstantiationException as e:
@@ -149,7 +153,7 @@ def make_detector(settings: DictConfig):
 
 def build_pipeline(cfg: DictConfig, source: Source, classifier: FaceClassifier, settings: Mapping) -> Pipeline:
     video = is_video(source)
-    detector = make_detector(cfg.detector) if cfg.detect else None
+    detector = make_detector(cfg.detector, still=not video) if cfg.detect else None
     aligner = FaceAligner(settings["align"], settings["margin"], eye_cascade=cfg.eye_cascade) if cfg.detect else None
     annotator = instantiate(cfg.draw, class_names=classifier.class_names, show_ids=cfg.draw.show_ids and video)
     window = Window() if wants_window(cfg.display) else None

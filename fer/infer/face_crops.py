@@ -31,7 +31,7 @@ class LargestFace:
         # the detector's file interpolates infer.yaml's top-level keys (threads)
         setup = OmegaConf.merge(infer, {"detector": OmegaConf.load(CONF / "detector" / f"{groups['detector']}.yaml")})
         aligner = FaceAligner(face.align, face.margin, eye_cascade=setup.eye_cascade)
-        return cls(make_detector(setup.detector), aligner, face.gamma)
+        return cls(make_detector(setup.detector, still=True), aligner, face.gamma)
 
     def __call__(self, picture: np.ndarray) -> np.ndarray | None:
         grey = to_grey(picture)
