@@ -276,6 +276,27 @@ class EmotionClassifier(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer, **kwargs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": "val/acc"}}
 
+    def on_train_start(self):
+        self._fit_schedule_to_run()
+
+    def _fit_schedule_to_run(self):
+        """A resume with a longer run than the one saved (trainer.max_epochs=100 on a run begun with
+        50) restores a one-cycle schedule that still counts the old length, and torch stops at its end
+        ("Tried to step N+1 times"). Stretch it to this run's length from the step it had reached."""
+        steps = int(self.trainer.estimated_stepping_batches)
+        for config in self.trainer.lr_scheduler_configs:
+            old = config.scheduler
+            if not isinstance(old, torch.optim.lr_scheduler.OneCycleLR) or old.total_steps == steps:
+                continue
+            done = old.last_epoch  # steps taken, the initial one included
+            if done >= steps:
+                raise FerError(f"this run has made {done} training steps of a {old.total_steps}-step schedule; "
+                               f"trainer.max_epochs={self.trainer.max_epochs} gives only {steps}: resume with a longer run")
+            kwargs = {"total_steps": steps, **_one_cycle_warmup(getattr(self.scheduler_factory, "keywords", {}).get("pct_start", 0.3), steps)}
+            config.scheduler = self.scheduler_factory(old.optimizer, last_epoch=done - 1, **kwargs)
+            log.info("one-cycle schedule stretched from %d to %d steps (trainer.max_epochs=%d), continuing at step %d",
+                     old.total_steps, steps, self.trainer.max_epochs, done)
+
     def _no_step_message(self) -> str:
         trainer, dm = self.trainer, getattr(self.trainer, "datamodule", None)
         faces = len(dm.splits["train"]) if dm is not None and "train" in getattr(dm, "splits", {}) else "?"

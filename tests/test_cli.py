@@ -243,3 +243,15 @@ def test_jobs_that_differ_only_in_seed_get_a_mean_and_spread(tmp_path):
     text = write_summary(tmp_path, rows)
     assert "| experiment=vgg_wide model.dropout=0.4 | 42, 43, 44 | 65.00 ± 1.00% | 67.00 ± 1.00% |" in text
     assert json.loads((tmp_path / "seeds.json").read_text())[0]["seeds"] == [42, 43, 44]
+
+
+def test_a_resume_may_lengthen_the_run_its_one_cycle_schedule_stretches(tiny_csv, tmp_path):
+    # The default model (one-cycle LR by step): a run of 1 epoch resumed with trainer.max_epochs=3.
+    run_dir = tmp_path / "run"
+    args = [f"data.path={tiny_csv}", "data.batch_size=16", "trainer.enable_progress_bar=false", "eval_train_split=false", "calibrate=false"]
+    assert run_cli(["train.py", *args, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]).returncode == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    r = run_cli(["train.py", f"ckpt_path={last}", "trainer.max_epochs=3"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "one-cycle schedule stretched from" in r.stderr + r.stdout
+    assert [h["epoch"] for h in json.loads((run_dir / "metrics.json").read_text())["history"]] == [0, 1, 2]
