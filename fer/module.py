@@ -266,15 +266,18 @@ class EmotionClassifier(L.LightningModule):
             raise FerError(self._no_step_message())
         if self.scheduler_factory is None:
             return optimizer
+        length = int(steps) if self.scheduler_interval == "step" else self.trainer.max_epochs
+        scheduler = self.scheduler_factory(optimizer, **self._schedule_length(length))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": "val/acc"}}
+
+    def _schedule_length(self, length: int) -> dict:
         # Schedules that need the run's length (OneCycleLR, CosineAnnealingLR) get it from the trainer.
         accepts = inspect.signature(self.scheduler_factory).parameters
         given = getattr(self.scheduler_factory, "keywords", {})
-        length = int(steps) if self.scheduler_interval == "step" else self.trainer.max_epochs
         kwargs = {k: length for k in ("total_steps", "T_max") if k in accepts and k not in given}
         if "total_steps" in kwargs and "pct_start" in accepts:
             kwargs.update(_one_cycle_warmup(given.get("pct_start", accepts["pct_start"].default), length))
-        scheduler = self.scheduler_factory(optimizer, **kwargs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": "val/acc"}}
+        return kwargs
 
     def on_train_start(self):
         self._fit_schedule_to_run()
@@ -292,8 +295,7 @@ class EmotionClassifier(L.LightningModule):
             if done >= steps:
                 raise FerError(f"this run has made {done} training steps of a {old.total_steps}-step schedule; "
                                f"trainer.max_epochs={self.trainer.max_epochs} gives only {steps}: resume with a longer run")
-            kwargs = {"total_steps": steps, **_one_cycle_warmup(getattr(self.scheduler_factory, "keywords", {}).get("pct_start", 0.3), steps)}
-            config.scheduler = self.scheduler_factory(old.optimizer, last_epoch=done - 1, **kwargs)
+            config.scheduler = self.scheduler_factory(old.optimizer, last_epoch=done - 1, **self._schedule_length(steps))
             log.info("one-cycle schedule stretched from %d to %d steps (trainer.max_epochs=%d), continuing at step %d",
                      old.total_steps, steps, self.trainer.max_epochs, done)
 

@@ -9,7 +9,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fer.errors import FerError
+from fer.errors import FerError, user_error
 from fer.infer.align import FaceAligner
 from fer.paths import in_project
 from fer.infer.classify import FaceClassifier
@@ -146,9 +146,7 @@ def make_detector(settings: DictConfig, still: bool = False):
     try:
         return instantiate(settings)
     except InstantiationException as e:
-        if isinstance(e.__cause__, FerError):
-            raise e.__cause__ from None
-        raise
+        raise (user_error(e) or e) from None
 
 
 def build_pipeline(cfg: DictConfig, source: Source, classifier: FaceClassifier, settings: Mapping) -> Pipeline:

@@ -4,16 +4,15 @@ Used to turn a folder of one's own photos into training faces (fer.data.folders)
 model is fine-tuned on must look like the crops it later classifies, or it learns the wrong thing.
 """
 
-from pathlib import Path
-
 import numpy as np
 from omegaconf import OmegaConf
 
 from fer.infer.align import FaceAligner
 from fer.infer.detect import Detector
+from fer.paths import PROJECT_ROOT
 from fer.preprocess import face_to_48, to_grey
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = PROJECT_ROOT / "conf"
 
 
 class LargestFace:
