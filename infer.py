@@ -4,7 +4,7 @@
     python infer.py source=clip.mp4 output=clip_annotated.mp4
     python infer.py source=photo.jpg output=photo_annotated.jpg
     python infer.py source=photos/ output=annotated/ predictions=preds.csv
-    python infer.py source=crops/ detect=false predictions=preds.csv   # 48x48 faces
+    python infer.py source=crops/ detect=false predictions=preds.csv   # pre-cropped faces
 """
 
 import sys
@@ -14,16 +14,17 @@ import hydra
 from omegaconf import DictConfig
 
 from fer.errors import FerError, exit_on_user_error
+from fer.overrides import apply_renames
 
 
 @hydra.main(config_path="conf", config_name="infer", version_base="1.3")
 def main(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
 
-    from fer.infer.app import given_preprocess_keys, run  # heavy imports after Hydra has parsed the command line
+    from fer.infer.app import given_face_keys, run  # heavy imports after Hydra has parsed the command line
 
     try:
-        run(cfg, given_preprocess_keys(HydraConfig.get().overrides.task))
+        run(cfg, given_face_keys(HydraConfig.get().overrides.task))
     except FerError as e:  # inside Hydra's task, or Hydra would print it with a traceback
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
@@ -38,6 +39,7 @@ def require_known_detector(argv: list[str]):
 
 
 if __name__ == "__main__":
+    sys.argv = apply_renames(sys.argv)
     with exit_on_user_error():
         require_known_detector(sys.argv)
         main()

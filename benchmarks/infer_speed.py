@@ -304,6 +304,7 @@ def hit_rate_by_interval(images, detectors: list[str], n_frames: int = 90) -> di
 
     class FixedClassifier:  # the network does not change where faces are found
         class_names = ["a", "b"]
+        image_size = 48  # the side of the square faces it takes
 
         def __call__(self, faces):
             return np.tile([0.6, 0.4], (len(faces), 1))

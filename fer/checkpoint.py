@@ -1,5 +1,5 @@
 """Checkpoints that rebuild their model alone: besides the weights, a "fer" entry holds the
-architecture spec, class names, normalisation statistics, input size and preprocessing settings,
+architecture spec, class names, image size, normalisation statistics, input size and face settings,
 all plain Python types, so loading needs neither Hydra nor unpickling of arbitrary objects."""
 
 from pathlib import Path
@@ -9,6 +9,7 @@ from torch import nn
 
 from fer.atomic import replace_atomically
 from fer.errors import FerError
+from fer.meta import stored_image_size
 from fer.models import build_net
 
 FORMAT = 1
@@ -45,16 +46,22 @@ def _meta_problem(meta) -> str | None:
     def number(x):
         return isinstance(x, (int, float)) and not isinstance(x, bool)
 
+    def pixels(x):
+        return isinstance(x, int) and not isinstance(x, bool) and x > 0
+
     checks = {
         "format": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "net": lambda v: isinstance(v, dict) and isinstance(v.get("arch"), str),
         "class_names": lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(c, str) for c in v),
         "mean": number,
         "std": lambda v: number(v) and v > 0,
-        "input_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "input_size": pixels,
     }
-    optional = {"format", "preprocess", "history", "temperature"}
-    checks.update({"preprocess": lambda v: v is None or isinstance(v, dict), "history": lambda v: isinstance(v, list),
+    # Older checkpoints lack image_size (48) and keep the face settings under "preprocess" (fer.meta).
+    optional = {"format", "face", "preprocess", "image_size", "history", "temperature"}
+    checks.update({"face": lambda v: v is None or isinstance(v, dict), "preprocess": lambda v: v is None or isinstance(v, dict),
+                   "image_size": pixels,
+                   "history": lambda v: isinstance(v, list),
                    "temperature": lambda v: isinstance(v, dict) and all(number(t) and t > 0 for t in v.values())})
     for key, ok in checks.items():
         if key not in meta:
@@ -62,6 +69,8 @@ def _meta_problem(meta) -> str | None:
                 return f"its 'fer' entry lacks {key!r}"
         elif not ok(meta[key]):
             return f"its 'fer' entry has an invalid {key!r} ({str(meta[key])[:80]})"
+    if meta["input_size"] > stored_image_size(meta):
+        return f"its input_size {meta['input_size']} is larger than its image_size {stored_image_size(meta)}"
     return None
 
 
@@ -70,8 +79,9 @@ def net_weights(state_dict: dict) -> dict:
     return {k[len("net."):]: v.float() for k, v in state_dict.items() if k.startswith("net.")}
 
 
-def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
-    """path -> (network in eval mode, meta: class_names, mean, std, input_size, preprocess, net, ...)"""
+def load_network(path: str | Path) -> tuple[nn.Module, dict]:
+    """path -> (the bare network in eval mode, meta: class_names, image_size, mean, std, input_size, face, net, ...);
+    fer.meta reads what older checkpoints lack."""
     ckpt = read_checkpoint(path)
     meta = ckpt["fer"]
     net = build_net(**meta["net"])

@@ -1,9 +1,10 @@
 """A checkpoint -> an ONNX model that runs anywhere onnxruntime does, without torch.
 
-The graph takes 48x48 grey uint8 faces (batch, 48, 48) and returns probabilities (batch, classes):
+The graph takes square grey uint8 faces (batch, S, S) at the checkpoint's image size S (FER2013: 48)
+and returns probabilities (batch, classes):
 the normalisation and centre crop are traced from `fer.preprocess.to_network_input`, the function
-training uses, so a deployment cannot normalise differently. Class names, statistics, input size,
-face settings and the architecture spec travel as metadata_props (`fer.infer.onnx_backend`).
+training uses, so a deployment cannot normalise differently. Class names, image size, statistics,
+input size, face settings and the architecture spec travel as metadata_props (`fer.infer.onnx_backend`).
 
 Exporter: torch's TorchScript-based one (`dynamo=False`). It needs only the `onnx` package, takes
 0.2 s and handles these plain conv stacks completely (the check against PyTorch below proves it on
@@ -22,10 +23,11 @@ from torch import nn
 
 import fer
 from fer.atomic import replace_atomically
-from fer.checkpoint import load_classifier
+from fer.checkpoint import load_network
 from fer.errors import FerError, first_line
 from fer.infer.onnx_backend import INPUT, OUTPUT, metadata_props, open_session
-from fer.preprocess import IMAGE_SIZE, to_network_input
+from fer.meta import stored_image_size
+from fer.preprocess import to_network_input
 
 OPSET = 17  # onnxruntime >= 1.13 and every torch >= 2.2 support it
 OPSETS = range(13, 21)  # 13: Softmax over one axis; 20: the newest the TorchScript exporter writes
@@ -33,7 +35,7 @@ MAX_DIFFERENCE = 1e-4  # largest probability difference to PyTorch an export may
 
 
 class FaceProbabilities(nn.Module):
-    """What the exported graph computes: uint8 faces (B, 48, 48) -> probabilities (B, classes)."""
+    """What the exported graph computes: uint8 faces (B, S, S) -> probabilities (B, classes)."""
 
     def __init__(self, net: nn.Module, mean: float, std: float, input_size: int, temperature: float = 1.0):
         super().__init__()
@@ -53,11 +55,11 @@ def output_path(ckpt_path: Path, output: str | None) -> Path:
     return path
 
 
-def trace(model: FaceProbabilities, opset: int) -> onnx.ModelProto:
-    faces = torch.zeros((2, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+def trace(model: FaceProbabilities, size: int, opset: int) -> onnx.ModelProto:
+    faces = torch.zeros((2, size, size), dtype=torch.uint8)
     buffer = io.BytesIO()
     # The exporter's warnings are kept from the user: a deprecation notice on every call (the choice is
-    # deliberate, see above) and a TracerWarning that the face's 48x48 becomes a constant (it is; only
+    # deliberate, see above) and a TracerWarning that the face's size becomes a constant (it is; only
     # the batch axis is dynamic). What matters is checked instead: largest_difference() runs the
     # result against PyTorch at another batch size.
     with warnings.catch_warnings(record=True):
@@ -70,9 +72,9 @@ def trace(model: FaceProbabilities, opset: int) -> onnx.ModelProto:
     return onnx.load_from_string(buffer.getvalue())
 
 
-def largest_difference(model: FaceProbabilities, proto: onnx.ModelProto) -> float:
+def largest_difference(model: FaceProbabilities, size: int, proto: onnx.ModelProto) -> float:
     # A batch size other than the traced one, so the batch axis is proven dynamic too.
-    faces = np.random.default_rng(0).integers(0, 256, (5, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    faces = np.random.default_rng(0).integers(0, 256, (5, size, size), dtype=np.uint8)
     with torch.inference_mode():
         expected = model(torch.from_numpy(faces)).numpy()
     got = open_session(proto.SerializeToString()).run(None, {INPUT: faces})[0]
@@ -115,19 +117,20 @@ def export_onnx(ckpt_path: str | Path, output: str | None = None, overwrite: boo
     if path.exists() and not overwrite:
         raise FerError(f"{path} already exists; choose another output= or pass overwrite=true to replace it")
     try:
-        net, meta = load_classifier(ckpt_path)
+        net, meta = load_network(ckpt_path)
     except (KeyError, IndexError, TypeError, UnicodeDecodeError) as e:  # what torch's safe unpickler raises on junk
         raise FerError(f"{ckpt_path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
                        "pass the .ckpt written by `python train.py`") from None
     model = FaceProbabilities(net, meta["mean"], meta["std"], meta["input_size"], meta.get("temperature", {}).get("none", 1.0))
 
-    proto = trace(model, opset)
+    size = stored_image_size(meta)
+    proto = trace(model, size, opset)
     proto.producer_name, proto.producer_version = "fer", fer.__version__
-    proto.doc_string = (f"fer emotion classifier ({meta['net'].get('arch')}): {INPUT} uint8 (batch, {IMAGE_SIZE}, {IMAGE_SIZE}) "
+    proto.doc_string = (f"fer emotion classifier ({meta['net'].get('arch')}): {INPUT} uint8 (batch, {size}, {size}) "
                         f"grey faces -> {OUTPUT} float (batch, {len(meta['class_names'])}) in class_names order")
     onnx.helper.set_model_props(proto, metadata_props(meta, ckpt_path, fer.__version__))
     onnx.checker.check_model(proto)
-    difference = largest_difference(model, proto)
+    difference = largest_difference(model, size, proto)
     if difference > MAX_DIFFERENCE:
         raise FerError(f"the exported model differs from PyTorch by {difference:.2g} (more than {MAX_DIFFERENCE}); "
                        f"try another opset (opset={opset} now)")

@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from fer.checkpoint import FORMAT, mismatch, read_checkpoint
 from fer.errors import FerError
 from fer.labels import EMOTIONS
+from fer.meta import stored_image_size
 from fer.models import build_net
 from fer.plots import confusion_figure
 from fer.tta import check_mode, eval_logits
@@ -52,6 +53,7 @@ class EmotionClassifier(L.LightningModule):
         class_weights: str | Sequence[float] | None = None,
         channels_last: bool = False,
         class_names: Sequence[str] = EMOTIONS,
+        image_size: int = 48,  # the side of the data set's square grey faces (data.image_size), of which input_size is a crop
         preprocess: Mapping | None = None,
         tta: str = "none",
     ):
@@ -70,6 +72,7 @@ class EmotionClassifier(L.LightningModule):
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.class_names = list(class_names)
+        self.image_size = int(image_size)
         self.preprocess = dict(preprocess or {})
         # Test-time augmentation for the test split (fer.tta); validation stays on the centre crop,
         # cheap every epoch and the same for every setting, so model selection does not depend on it.
@@ -96,7 +99,8 @@ class EmotionClassifier(L.LightningModule):
         meta = ckpt["fer"]
         spec = dict(meta["net"])
         arch = {k: v for k, v in spec.items() if k not in ("input_size", "num_classes")}
-        model = cls(net=arch, input_size=spec["input_size"], class_names=meta["class_names"], preprocess=meta.get("preprocess"))
+        model = cls(net=arch, input_size=spec["input_size"], class_names=meta["class_names"], image_size=stored_image_size(meta),
+                    preprocess=meta.get("preprocess"))
         try:
             missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
         except RuntimeError as e:  # a tensor of another shape than the stored spec builds
@@ -117,6 +121,7 @@ class EmotionClassifier(L.LightningModule):
             "format": FORMAT,
             "net": self.net_spec,
             "class_names": self.class_names,
+            "image_size": self.image_size,
             "mean": float(self.pixel_mean),
             "std": float(self.pixel_std),
             "input_size": self.input_size,

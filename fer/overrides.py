@@ -97,3 +97,8 @@ def _calls_resolver(value) -> bool:
     if isinstance(value, list):
         return any(_calls_resolver(v) for v in value)
     return False
+
+
+def apply_renames(argv: list[str]) -> list[str]:
+    """STAND-IN (branch data, so infer.py runs here): H1's fer.overrides.apply_renames replaces it at merge."""
+    return list(argv)

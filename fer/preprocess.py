@@ -1,8 +1,9 @@
 """The one face preprocessing path, shared by training and inference.
 
-Training sees FER2013's 48x48 grey uint8 faces; inference turns any face crop into exactly that
-(grey, gamma, resize) and from there both sides call the same `normalize` and `center_crop`, so a
-face gives the identical network input whichever side it came from.
+Training sees square grey uint8 faces of the data set's image size (FER2013: 48x48); inference turns
+any face crop into exactly that (grey, gamma, resize to the size the checkpoint stores) and from
+there both sides call the same `normalize` and `center_crop`, so a face gives the identical network
+input whichever side it came from.
 
 An exported ONNX model carries `to_network_input` inside its graph (traced from this code, see
 fer/export.py). torch is named here only in annotations (the tensor functions use tensor methods),
@@ -20,11 +21,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-IMAGE_SIZE = 48  # FER2013 faces are 48x48
-
-
 def normalize(faces: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    # (B, 48, 48) or (B, 1, 48, 48) uint8 -> (B, 1, 48, 48) float, zero mean / unit variance
+    # (B, S, S) or (B, 1, S, S) uint8 -> (B, 1, S, S) float, zero mean / unit variance
     # with the training split's statistics (pixel units 0..1).
     if faces.dim() == 3:
         faces = faces.unsqueeze(1)
@@ -40,7 +38,7 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def to_network_input(faces: torch.Tensor, mean: float, std: float, input_size: int) -> torch.Tensor:
-    """uint8 faces (B, 48, 48) -> the evaluation-time network input (B, 1, input_size, input_size)."""
+    """uint8 faces (B, S, S) -> the evaluation-time network input (B, 1, input_size, input_size)."""
     return center_crop(normalize(faces, mean, std), input_size)
 
 
@@ -91,10 +89,11 @@ def gamma_correct(grey: np.ndarray, gamma: float | str | None) -> np.ndarray:
     return cv2.LUT(grey, table)
 
 
-def face_to_48(face: np.ndarray, gamma: float | str | None = None) -> np.ndarray:
-    """A face crop in any OpenCV format -> 48x48 uint8 grey, the format of FER2013."""
+def square_grey_face(face: np.ndarray, size: int, gamma: float | str | None = None) -> np.ndarray:
+    """A face crop in any OpenCV format -> size x size uint8 grey, the format the model was trained on
+    (FER2013: 48x48)."""
     grey = gamma_correct(to_grey(face), gamma)
-    if grey.shape != (IMAGE_SIZE, IMAGE_SIZE):
-        shrinking = grey.shape[0] > IMAGE_SIZE
-        grey = cv2.resize(grey, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    if grey.shape != (size, size):
+        shrinking = grey.shape[0] > size
+        grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return grey

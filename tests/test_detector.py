@@ -17,7 +17,7 @@ from fer.infer.detect import Detection, HaarDetector, iou
 from fer.infer.retinaface import RetinaFaceDetector, priors
 from fer.infer.scenes import background, place_faces
 from fer.infer.track import FaceTracker
-from fer.preprocess import face_to_48
+from fer.preprocess import square_grey_face
 
 # Measured on these scenes (60 frames, 120 faces of 60-300 px, seed 7); the thresholds leave a margin.
 SCENES = 60
@@ -167,7 +167,7 @@ def aligned_48(detector, frame):
     d = max(detector.detect(frame), key=lambda d: d.score)
     box, angle = aligner.place(d)
     crop, _ = aligner.crop(grey(frame), box, angle)
-    return face_to_48(crop, None), math.degrees(angle)
+    return square_grey_face(crop, 48, None), math.degrees(angle)
 
 
 def test_aligned_crop_of_a_turned_face_matches_the_upright_one(retina, images):
@@ -184,7 +184,7 @@ def test_aligned_crop_of_a_turned_face_matches_the_upright_one(retina, images):
             b, tilt_b = aligned_48(retina, turned)
         except ValueError:  # not found on one of them
             continue
-        unaligned = face_to_48(cv2.resize(grey(turned)[130:350, 210:430], (48, 48)), None)
+        unaligned = square_grey_face(cv2.resize(grey(turned)[130:350, 210:430], (48, 48)), 48, None)
         close.append(np.corrcoef(a.ravel(), b.ravel())[0, 1])
         naive.append(np.corrcoef(a.ravel(), unaligned.ravel())[0, 1])
         turns.append(tilt_b - tilt_a)
@@ -199,6 +199,7 @@ def test_tracker_keeps_ids_with_retinaface_on_turned_faces(retina, images):
 
     class Classifier:  # the network is not what this tests
         class_names = ["a", "b"]
+        image_size = 48  # the side of the square faces it takes
 
         def __call__(self, faces):
             return np.tile([0.7, 0.3], (len(faces), 1))

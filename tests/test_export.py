@@ -20,6 +20,7 @@ from fer.infer.onnx_backend import MARKER, OnnxFaceClassifier
 from fer.infer.retinaface import RetinaFaceDetector
 from fer.infer.scenes import background, detectable, drifting_faces, write_video
 from fer.labels import EMOTIONS
+from fer.meta import stored_face
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +62,30 @@ def test_the_model_carries_what_inference_needs(exported):
     model = onnx.load(path)
     props = {p.key: p.value for p in model.metadata_props}
     assert props[MARKER] == "1" and model.producer_name == "fer"
-    for key in ("class_names", "mean", "std", "input_size", "preprocess", "net"):
-        assert json.loads(props[key]) == meta[key], key
+    expected = {**meta, "face": stored_face(meta)}  # the face settings under their name, from older checkpoints too
+    for key in ("class_names", "mean", "std", "input_size", "face", "net", "image_size"):
+        assert json.loads(props[key]) == expected[key], key
     [faces], [probs] = model.graph.input, model.graph.output
     assert [d.dim_param or d.dim_value for d in faces.type.tensor_type.shape.dim] == ["batch", 48, 48]
     assert [d.dim_param or d.dim_value for d in probs.type.tensor_type.shape.dim] == ["batch", len(EMOTIONS)]
 
     classifier = OnnxFaceClassifier.from_file(path)  # the ONNX backend reads all of it from the model alone
-    assert classifier.class_names == meta["class_names"] and classifier.preprocess == meta["preprocess"]
+    assert classifier.class_names == meta["class_names"] and classifier.face == stored_face(meta)
     assert (classifier.mean, classifier.std, classifier.input_size) == (meta["mean"], meta["std"], meta["input_size"])
+    assert classifier.image_size == meta["image_size"] == 48
+
+
+def test_an_export_from_before_issue_16_still_runs(exported, tmp_path):
+    # Exports written before the data set came from the config: face settings under "preprocess", no image_size (48).
+    _, path = exported
+    old = onnx.load(path)
+    props = {p.key: p.value for p in old.metadata_props}
+    props["preprocess"] = props.pop("face")
+    del props["image_size"]
+    onnx.helper.set_model_props(old, props)
+    onnx.save(old, tmp_path / "old.onnx")
+    classifier = OnnxFaceClassifier.from_file(tmp_path / "old.onnx")
+    assert classifier.image_size == 48 and classifier.face == json.loads(props["preprocess"])
 
 
 def test_export_never_replaces_a_file_unless_asked(exported, tmp_path):

@@ -13,7 +13,9 @@ from test_cli import assert_clean_error
 from fer.data.folders import read_folders
 from fer.data.reader import _BadRows
 from fer.infer.scenes import background, place_faces
+from fer.labels import EMOTIONS
 
+FER2013_FACES = {"class_names": EMOTIONS, "image_size": 48}  # what conf/data/fer2013.yaml gives the folder reader
 SHIPPED = ROOT / "fer" / "weights" / "fer2013_regularized.ckpt"
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
          "eval_train_split=false", "calibrate=false", "trainer.enable_progress_bar=false"]
@@ -46,16 +48,17 @@ def test_class_folders_hold_out_a_stratified_test_split_and_report_pictures_with
         return None if picture.std() < 30 else np.zeros((48, 48), np.uint8)
 
     with caplog.at_level(logging.WARNING):
-        data = read_folders(root, _BadRows(root, "error"), val_fraction=0.1, seed=0, test_fraction=0.2, face_finder=finder)
+        data = read_folders(root, _BadRows(root, "error"), val_fraction=0.1, seed=0, test_fraction=0.2, face_finder=finder,
+                            **FER2013_FACES)
     assert len(found) == 3 * 2 + 1  # only the photos went to the face finder; 48x48 pictures are crops already
     assert data.no_face == ["happy/no_face.jpg"]
     assert "happy/no_face.jpg" in caplog.text and "1 of 31 pictures" in caplog.text
     assert len(data.labels) == 30
     for c in (3, 4, 6):  # happy, sad, neutral: 2 of 10 tested, 1 of the other 8 validates
         assert [int(((data.labels == c) & (data.splits == s)).sum()) for s in range(3)] == [7, 1, 2]
-    again = read_folders(root, _BadRows(root, "error"), 0.1, 0, 0.2, face_finder=finder)
+    again = read_folders(root, _BadRows(root, "error"), 0.1, 0, 0.2, face_finder=finder, **FER2013_FACES)
     assert np.array_equal(again.splits, data.splits)  # seeded: the same faces are held out every time
-    whole = read_folders(root, _BadRows(root, "error"), 0.1, 0, 0.2, faces="whole", face_finder=finder)
+    whole = read_folders(root, _BadRows(root, "error"), 0.1, 0, 0.2, faces="whole", face_finder=finder, **FER2013_FACES)
     assert len(whole.labels) == 31 and whole.no_face == []
 
 

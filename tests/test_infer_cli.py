@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import ROOT, run_cli
 from fer.errors import FerError
-from fer.infer.app import face_settings, given_preprocess_keys, run
+from fer.infer.app import face_settings, given_face_keys, run
 from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector, iou
 from fer.infer.draw import EMOTION_COLOURS, SMALLEST_READABLE_SIDE
@@ -49,7 +49,7 @@ def infer(**overrides):
         cfg = compose("infer", overrides=["display=false", *args])
     threads = torch.get_num_threads()  # infer sets one thread; the tests after this one get theirs back
     try:
-        return run(cfg, given_preprocess_keys(args))
+        return run(cfg, given_face_keys(args))
     finally:
         torch.set_num_threads(threads)
 
@@ -194,7 +194,7 @@ def test_folder_of_crops_with_detect_false(fer2013, random_checkpoint, tmp_path)
     (crops / "notes.txt").write_text("not an image, not looked at")
 
     preds, out = tmp_path / "preds.jsonl", tmp_path / "annotated"
-    gamma_off = {"preprocess.gamma": "null"}
+    gamma_off = {"face.gamma": "null"}
     summary = infer(source=crops, ckpt_path=random_checkpoint, detect=False, output=out, predictions=preds, **gamma_off)
     assert summary.frames == summary.faces == 6
 
@@ -275,10 +275,8 @@ def test_checkpoint_face_settings_win_unless_given():
     stored = {"image_size": 48, "align": False, "margin": 0.1, "gamma": 1.5}
     configured = {"image_size": 48, "align": True, "margin": 0.0, "gamma": "auto"}
     assert face_settings(stored, configured, set()) == stored
-    assert face_settings(stored, configured, given_preprocess_keys(["preprocess.gamma=auto", "source=x"]))["gamma"] == "auto"
+    assert face_settings(stored, configured, given_face_keys(["face.gamma=auto", "source=x"]))["gamma"] == "auto"
     assert face_settings(None, configured, set()) == configured
-    with pytest.raises(FerError, match="48x48"):
-        face_settings({"image_size": 64}, configured, set())
 
 
 # --- as a user runs it ----------------------------------------------------------------------------

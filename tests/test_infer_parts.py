@@ -17,7 +17,7 @@ from fer.infer.scenes import FACE_SCALE, detectable, place_faces
 from fer.infer.sources import open_source
 from fer.infer.track import FaceTracker
 from fer.labels import EMOTIONS
-from fer.preprocess import face_to_48, to_grey
+from fer.preprocess import square_grey_face, to_grey
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +45,12 @@ def grey_of(frame):
 
 # --- the one preprocessing path ---------------------------------------------------------------
 def test_inference_gives_the_training_tensor_for_the_same_face(fer2013, classifier, tmp_path):
-    from fer.data.datamodule import FER2013DataModule
+    from fer.data.datamodule import FaceDataModule
 
     images, labels = fer2013.split("test")
     images, labels = images[:32], labels[:32]
-    dm = FER2013DataModule(path="unused", input_size=classifier.input_size, augment=None)
+    dm = FaceDataModule(path="unused", class_names=classifier.class_names, image_size=classifier.image_size,
+                         input_size=classifier.input_size, augment=None)
     dm.pin_preprocessing(classifier.mean, classifier.std, classifier.input_size)
     train_x, _ = dm.on_after_batch_transfer((torch.from_numpy(images), torch.from_numpy(labels)), 0)  # eval path
 
@@ -61,7 +62,7 @@ def test_inference_gives_the_training_tensor_for_the_same_face(fer2013, classifi
     faces_48 = []
     for frame in open_source(tmp_path).frames():
         grey = to_grey(frame.image)
-        batch, _ = pipeline.faces_48(grey, [f.box for f in pipeline.find_faces(grey)], [None])
+        batch, _ = pipeline.square_faces(grey, [f.box for f in pipeline.find_faces(grey)], [None])
         faces_48.append(batch[0])
     infer_x = classifier.network_input(np.stack(faces_48))
 
@@ -73,7 +74,7 @@ def test_inference_gives_the_training_tensor_for_the_same_face(fer2013, classifi
 def test_an_enlarged_face_comes_back_close_to_the_original(faces):
     face = faces[0]
     big = cv2.resize(face, (192, 192), interpolation=cv2.INTER_CUBIC)
-    back = face_to_48(big)
+    back = square_grey_face(big, 48)
     assert back.shape == (48, 48) and back.dtype == np.uint8
     assert np.abs(back.astype(int) - face).mean() < 8  # out of 255: resampling blurs a little
     assert np.corrcoef(back.ravel(), face.ravel())[0, 1] > 0.97
@@ -142,7 +143,7 @@ def test_aligned_crop_is_closer_to_the_upright_face(faces):
         if angle == 0:
             continue
         plain, _ = unaligned.crop(grey, box)
-        corr = [np.corrcoef(face_to_48(c).ravel().astype(float), face.ravel().astype(float))[0, 1] for c in (crop, plain)]
+        corr = [np.corrcoef(square_grey_face(c, 48).ravel().astype(float), face.ravel().astype(float))[0, 1] for c in (crop, plain)]
         gains.append(corr[0] - corr[1])
     assert gains and np.mean(gains) > 0.05
 

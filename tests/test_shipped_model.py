@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import ROOT, run_cli
 
-from fer.checkpoint import load_classifier
+from fer.checkpoint import load_network
 from fer.preprocess import to_network_input
 
 SHIPPED = ROOT / "fer" / "weights" / "fer2013_regularized.ckpt"
@@ -40,9 +40,21 @@ def test_the_readme_quotes_the_shipped_files_figures_everywhere():
 
 def test_shipped_model_is_small_and_self_contained():
     assert SHIPPED.stat().st_size < 5_000_000
-    net, meta = load_classifier(SHIPPED)
+    net, meta = load_network(SHIPPED)
     assert meta["net"]["arch"] == "regularized" and meta["class_names"][3] == "Happy"
     assert set(meta["temperature"]) == {"none", "flip", "ten_crop"}  # calibrated on PublicTest for every TTA mode
+
+
+def test_the_shipped_file_is_read_as_written_before_issue_16():
+    # Not rewritten: its face settings stay under "preprocess" and it names no image size (FER2013's 48).
+    from fer.infer.classify import FaceClassifier
+    from fer.module import EmotionClassifier
+
+    _, meta = load_network(SHIPPED)
+    assert "face" not in meta and "image_size" not in meta
+    classifier = FaceClassifier.from_checkpoint(SHIPPED)
+    assert classifier.image_size == 48 and classifier.face == meta["preprocess"]
+    assert EmotionClassifier.from_checkpoint(SHIPPED).image_size == 48
 
 
 def test_evaluating_the_shipped_model_normalises_as_its_training_did():
@@ -51,14 +63,14 @@ def test_evaluating_the_shipped_model_normalises_as_its_training_did():
     from fer.module import EmotionClassifier
 
     model = EmotionClassifier.from_checkpoint(SHIPPED)
-    _, meta = load_classifier(SHIPPED)
+    _, meta = load_network(SHIPPED)
     assert float(model.pixel_mean) == pytest.approx(meta["mean"]) and float(model.pixel_std) == pytest.approx(meta["std"])
     assert abs(meta["mean"] - 0.5) > 0.01  # the real statistics, not the defaults
 
 
 @pytest.mark.slow
 def test_shipped_model_privatetest_accuracy_matches_the_readme(fer2013):
-    net, meta = load_classifier(SHIPPED)
+    net, meta = load_network(SHIPPED)
     images, labels = fer2013.split("test")
     preds = []
     with torch.no_grad():

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fer.checkpoint import load_classifier
+from fer.checkpoint import load_network
 from fer.module import EmotionClassifier
 from fer.preprocess import to_network_input
 
@@ -41,7 +41,7 @@ def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2
     model.eval()
     with torch.no_grad():
         expected = model(to_network_input(images, dm.mean, dm.std, model.input_size))
-        net, meta = load_classifier(tmp_path / "m.ckpt")
+        net, meta = load_network(tmp_path / "m.ckpt")
         got = net(to_network_input(images, meta["mean"], meta["std"], meta["input_size"]))
     assert torch.allclose(expected, got, atol=1e-5)  # channels_last vs plain layout: same maths, other summation order
     assert meta["class_names"][3] == "Happy" and abs(meta["mean"] - dm.mean) < 1e-6
@@ -117,7 +117,7 @@ def test_real_run_calibrates_every_tta_mode_and_stores_the_temperatures(real_run
         assert c["temperature"] > 0 and 0 <= c["reliability"]["ece"] <= 1 and 0 <= c["reliability_calibrated"]["ece"] <= 1
     assert (run_dir / "reliability.png").stat().st_size > 10_000
     best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
-    _, meta = load_classifier(best)
+    _, meta = load_network(best)
     assert meta["temperature"] == pytest.approx({k: calibration[k]["temperature"] for k in ("none", "flip", "ten_crop")})
     assert "test by TTA mode:" in r.stdout
     assert "fitted on 1024 PublicTest faces, judged on 1024 PrivateTest faces" in r.stdout and "calibrating 3/3: tta=ten_crop" in r.stdout
@@ -148,7 +148,7 @@ def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_pat
     assert evaluated["test"]["acc"] == pytest.approx(original["test"]["acc"])
     # The evaluated checkpoint is left alone; its calibrated copy goes into the new run dir.
     assert evaluated["calibration"]["stored_in"] == str(tmp_path / "eval" / "checkpoints" / "calibrated.ckpt")
-    assert load_classifier(tmp_path / "eval" / "checkpoints" / "calibrated.ckpt")[1]["temperature"]["none"] > 0
+    assert load_network(tmp_path / "eval" / "checkpoints" / "calibrated.ckpt")[1]["temperature"]["none"] > 0
 
 
 # --- short runs of the default model: the one-cycle schedule, and debug=smoke -------------------------

@@ -5,12 +5,14 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from fer.atomic import replace_atomically
 from fer.data.reader import FerData, read_fer2013, resolve_data_path
+from fer.labels import EMOTIONS
 
 log = logging.getLogger(__name__)
 FORMAT = 2  # bump when the reader's output changes
@@ -33,12 +35,16 @@ def _fingerprint(path: Path) -> str:
 
 
 def load_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0, use_cache: bool = True,
-                 test_fraction: float = 0.2, faces: str = "auto") -> FerData:
-    """read_fer2013 with a cache in front of it."""
+                 test_fraction: float = 0.2, faces: str = "auto", class_names: Sequence[str] = EMOTIONS,
+                 image_size: int = 48) -> FerData:
+    """read_fer2013 with a cache in front of it (class folders of any data set included)."""
     path = resolve_data_path(path)
+    read = (path, on_bad_row, val_fraction, seed, test_fraction, faces, tuple(class_names), image_size)
     if not use_cache:
-        return read_fer2013(path, on_bad_row, val_fraction, seed, test_fraction, faces)
-    settings = f"{on_bad_row}|{val_fraction}|{seed}" + (f"|{test_fraction}|{faces}" if path.is_dir() else "")
+        return read_fer2013(*read)
+    # a folder's labels and sizes depend on the class names and image size; a FER2013 file's do not
+    folder_settings = f"|{test_fraction}|{faces}|{','.join(class_names).lower()}|{image_size}"
+    settings = f"{on_bad_row}|{val_fraction}|{seed}" + (folder_settings if path.is_dir() else "")
     key = hashlib.sha1(f"{FORMAT}|{_fingerprint(path)}|{settings}".encode()).hexdigest()[:16]
     file = cache_dir() / f"fer2013-{key}.npz"
     if file.exists():
@@ -55,7 +61,7 @@ def load_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: floa
             log.warning("cache file %s is unreadable; parsing %s again", file, path)
     t0 = time.perf_counter()
     log.info("parsing %s (once; later runs load it from %s)", path, cache_dir())
-    data = read_fer2013(path, on_bad_row, val_fraction, seed, test_fraction, faces)
+    data = read_fer2013(*read)
     log.info("parsed %d faces in %.1f s", len(data.labels), time.perf_counter() - t0)
     try:
         # atomic (fer.atomic): a parallel run never sees half a file

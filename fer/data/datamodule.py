@@ -1,7 +1,11 @@
-"""FER2013 as a LightningDataModule: the whole set in memory as uint8 tensors, normalisation
-statistics from the training split, augmentation applied to whole batches after transfer."""
+"""A face data set as a LightningDataModule: FER2013 (csv, archive or its image release) or any data
+set in class folders (conf/data/folders.yaml). The whole set in memory as uint8 tensors, normalisation
+statistics from the training split, augmentation applied to whole batches after transfer. The class
+names (their order is the label order) and the image size come from the data config."""
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -13,7 +17,6 @@ from fer.data.augment import BatchAugment
 from fer.data.cache import load_fer2013
 from fer.data.reader import resolve_data_path
 from fer.errors import FerError
-from fer.labels import EMOTIONS, NUM_CLASSES
 from fer.preprocess import center_crop, normalize
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,7 @@ class Faces(torch.utils.data.Dataset):
     """uint8 faces and labels held in memory; batches are fetched with one index op."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels = images, labels  # (N, 48, 48) uint8, (N,) int64
+        self.images, self.labels = images, labels  # (N, S, S) uint8 (S: the image size), (N,) int64
 
     def __len__(self):
         return len(self.labels)
@@ -56,10 +59,12 @@ def _keep_batch(batch):  # __getitems__ already returns the stacked batch
     return batch
 
 
-class FER2013DataModule(L.LightningDataModule):
+class FaceDataModule(L.LightningDataModule):
     def __init__(
         self,
         path: str,
+        class_names: Sequence[str] | None,
+        image_size: int,
         batch_size: int = 128,
         eval_batch_size: int = 512,
         input_size: int = 48,
@@ -76,11 +81,20 @@ class FER2013DataModule(L.LightningDataModule):
         for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:
                 raise FerError(f"data.{name} must be a whole number of faces, 1 or more, not {size!r}")
+        if not path:
+            raise FerError("data.path is not set: give the data set's folder (train/<class>/, test/<class>/) with data.path=DIR")
         self.path, self.batch_size, self.eval_batch_size = path, batch_size, eval_batch_size
         self.input_size, self.augment, self.balanced_sampling = input_size, augment, balanced_sampling
         self.on_bad_row, self.val_fraction, self.seed, self.use_cache = on_bad_row, val_fraction, seed, use_cache
         self.test_fraction, self.faces = test_fraction, faces
-        self.class_names = list(EMOTIONS)
+        self.class_names = _checked_class_names(class_names, path)
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise FerError(f"data.image_size must be the side of the square pictures in pixels (48 for FER2013), not {image_size!r}")
+        if input_size > image_size:
+            raise FerError(f"the network's input (model.input_size={input_size}) is a crop of the {image_size} px pictures "
+                           f"(data.image_size={image_size}): give model.input_size={image_size} or less "
+                           "(on FER2013's 48 px faces the default model trains on 44 px crops)")
+        self.image_size = image_size
         self.splits: dict[str, Faces] = {}
         self.mean, self.std = 0.5, 0.25  # replaced by the training split's statistics in setup()
         self._pinned = False
@@ -97,7 +111,7 @@ class FER2013DataModule(L.LightningDataModule):
         if self.splits:
             return
         data = load_fer2013(self.path, self.on_bad_row, self.val_fraction, self.seed, self.use_cache,
-                            self.test_fraction, self.faces)
+                            self.test_fraction, self.faces, self.class_names, self.image_size)
         for name in ("train", "val", "test"):
             images, labels = data.split(name)
             self.splits[name] = Faces(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
@@ -111,11 +125,11 @@ class FER2013DataModule(L.LightningDataModule):
         if len(train) and not self._pinned:
             pixels = train.float() / 255.0
             self.mean, self.std = float(pixels.mean()), float(pixels.std())
-        log.info("FER2013: %s train / %s val / %s test faces; pixel mean %.4f std %.4f",
-                 *(len(self.splits[n]) for n in ("train", "val", "test")), self.mean, self.std)
+        log.info("%s: %s train / %s val / %s test faces of %d classes; pixel mean %.4f std %.4f", self.path,
+                 *(len(self.splits[n]) for n in ("train", "val", "test")), len(self.class_names), self.mean, self.std)
 
     def class_counts(self) -> torch.Tensor:
-        return torch.bincount(self.splits["train"].labels, minlength=NUM_CLASSES)
+        return torch.bincount(self.splits["train"].labels, minlength=len(self.class_names))
 
     def _loader(self, split: str, batch_size: int, shuffle: bool, sampler=None, drop_last: bool = False):
         return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, sampler=sampler,
@@ -148,11 +162,34 @@ class FER2013DataModule(L.LightningDataModule):
         return EvalShardSampler(self.splits[split], num_replicas=trainer.world_size, rank=trainer.global_rank)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        # uint8 (B, 48, 48) travels to the device; normalising and augmenting happen there.
-        # Training batches leave as input_size crops; evaluation batches as whole 48 px faces, from
+        # uint8 (B, S, S) travels to the device; normalising and augmenting happen there.
+        # Training batches leave as input_size crops; evaluation batches as whole image_size faces, from
         # which the model takes its views (the centre crop, or several for TTA: fer.tta).
         images, labels = batch
         x = normalize(images, self.mean, self.std)
         if self.trainer is not None and self.trainer.training:
             x = self.augment(x, self.input_size) if self.augment is not None else center_crop(x, self.input_size)
         return x, labels
+
+
+# The name conf files and code before issue 16 use (the class served FER2013 alone then).
+FER2013DataModule = FaceDataModule
+
+
+def _checked_class_names(class_names: Sequence[str] | None, path: str) -> list[str]:
+    """The data config's class names, in label order; a missing or unusable list is the user's one-line error."""
+    if class_names is None:
+        found = _class_folders(Path(str(path)).expanduser())
+        hint = f"data.class_names=[{','.join(found)}]" if found else "data.class_names=[NAME,NAME,...]"
+        raise FerError(f"data.class_names is not set: name the classes in label order, e.g. {hint} "
+                       "(the checkpoint stores the list; infer.py labels faces with it)")
+    names = [str(c) for c in class_names] if isinstance(class_names, Sequence) and not isinstance(class_names, str) else []
+    if len(names) < 2 or len({n.lower() for n in names}) != len(names):
+        raise FerError(f"data.class_names must list two or more different names, not {class_names!r}")
+    return names
+
+
+def _class_folders(root: Path) -> list[str]:
+    """The class folder names of an image-folder data set (train/<class>/, else <class>/), sorted; [] if none."""
+    parent = root / "train" if (root / "train").is_dir() else root
+    return sorted(d.name for d in parent.iterdir() if d.is_dir()) if parent.is_dir() else []

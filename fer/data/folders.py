@@ -1,46 +1,49 @@
-"""Labelled faces in class folders: FER2013's image release and a user's own pictures.
+"""Labelled pictures in class folders: FER2013's image release, a user's own faces, any other data set.
 
 Two layouts:
-  train/<class>/*.jpg, test/<class>/*.jpg   FER2013 as images (file-name prefixes Training_,
-                                            PublicTest_, PrivateTest_ give the split, when present)
+  train/<class>/*.jpg, test/<class>/*.jpg   a data set's own split (for FER2013's images, file-name
+                                            prefixes Training_, PublicTest_, PrivateTest_ give the
+                                            split, when present)
   <class>/*.jpg                             your own faces: a seeded, stratified test_fraction is
                                             held out for testing and val_fraction of the rest validates
-Class folders are named after the emotions (any case). Pictures may be any size, colour or grey:
-48x48 pictures are taken as FER2013-style face crops; any other picture goes through inference's
-face pipeline (detect, align, crop; `faces=auto`), or is squeezed whole to 48x48 (`faces=whole`).
-A picture in which no face is found is left out and named in the log, never dropped silently.
+Class folders are named after the data config's class_names (any case; their order is the label
+order). Pictures may be any size, colour or grey: image_size x image_size pictures are taken as face
+crops already; any other picture goes through inference's face pipeline (detect, align, crop;
+`faces=auto`), or is squeezed whole to image_size x image_size (`faces=whole`). A picture in which no
+face is found is left out and named in the log, never dropped silently.
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from fer.data.reader import FerData
 from fer.errors import FerError
-from fer.labels import EMOTIONS, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 PREFIX_TO_SPLIT = {"training_": 0, "publictest_": 1, "privatetest_": 2}
 FACE_MODES = ("auto", "detect", "whole")
-SIDE = 48
 
 
 def read_folders(root: Path, bad, val_fraction: float, seed: int, test_fraction: float = 0.2, faces: str = "auto",
-                 face_finder: Callable[[np.ndarray], np.ndarray | None] | None = None) -> FerData:
-    """face_finder: a colour picture -> its largest face as a 48x48 uint8 crop, or None (default:
-    inference's face pipeline, built on first use)."""
+                 face_finder: Callable[[np.ndarray], np.ndarray | None] | None = None, *,
+                 class_names: Sequence[str], image_size: int) -> FerData:
+    """class_names: the class folders' names, in label order. image_size: the side of the square grey
+    faces returned. face_finder: a colour picture -> its largest face as an image_size x image_size uint8
+    crop, or None (default: inference's face pipeline, built on first use)."""
     import cv2
 
     if faces not in FACE_MODES:
-        raise FerError(f"data.faces={faces!r} is not known; use auto (48x48 pictures whole, others through face detection), detect or whole")
+        raise FerError(f"data.faces={faces!r} is not known; use auto ({image_size}x{image_size} pictures whole, "
+                       "others through face detection), detect or whole")
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise FerError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be in [0, 1) and leave faces to train on")
-    layout = _layout(root)
-    finder = _Lazy(face_finder)
+    layout = _layout(root, class_names)
+    finder = _Lazy(face_finder, image_size)
     images, labels, splits, names, no_face = [], [], [], [], []
     prefixed = False
     for class_dir, label, default_split in layout:
@@ -49,7 +52,7 @@ def read_folders(root: Path, bad, val_fraction: float, seed: int, test_fraction:
             if picture is None:
                 bad(str(f.relative_to(root)), "not a readable image")
                 continue
-            face = _face_of(picture, faces, finder)
+            face = _face_of(picture, faces, finder, image_size)
             if face is None:
                 no_face.append(str(f.relative_to(root)))
                 continue
@@ -64,20 +67,21 @@ def read_folders(root: Path, bad, val_fraction: float, seed: int, test_fraction:
                     "(data.faces=whole takes pictures whole)", len(no_face), len(no_face) + len(images), root,
                     ", ".join(no_face[:5]), " ..." if len(no_face) > 5 else "")
     if not images:
-        raise FerError(f"{root}: no usable face pictures ({len(no_face)} without a face); see data/README.md for the layouts")
+        raise FerError(f"{root}: no usable face pictures ({len(no_face)} without a face; data.faces=whole takes "
+                       "pictures whole); see data/README.md for the layouts")
     labels_a = np.asarray(labels, dtype=np.int64)
     splits_a = np.asarray(splits, dtype=np.int8)
     if not prefixed:
         if all(split == 0 for _, _, split in layout):  # <class>/ only: hold out a test split first
-            splits_a = carve(labels_a, splits_a, test_fraction, seed, into=2)
-        splits_a = carve(labels_a, splits_a, val_fraction, seed, into=1)
+            splits_a = carve(labels_a, splits_a, test_fraction, seed, into=2, n_classes=len(class_names))
+        splits_a = carve(labels_a, splits_a, val_fraction, seed, into=1, n_classes=len(class_names))
     return FerData(np.stack(images), labels_a, splits_a, no_face=no_face)
 
 
-def _layout(root: Path) -> list[tuple[Path, int, int]]:
+def _layout(root: Path, class_names: Sequence[str]) -> list[tuple[Path, int, int]]:
     """(class folder, label, default split) for every class folder under root."""
-    class_index = {name.lower(): i for i, name in enumerate(EMOTIONS)}
-    known = ", ".join(n.lower() for n in EMOTIONS)
+    class_index = {name.lower(): i for i, name in enumerate(class_names)}
+    known = ", ".join(n.lower() for n in class_names)
     tops = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
     if "train" in tops:
         parents = [(tops["train"], 0)] + ([(tops["test"], 2)] if "test" in tops else [])
@@ -86,44 +90,47 @@ def _layout(root: Path) -> list[tuple[Path, int, int]]:
     else:
         raise FerError(f"{root}: expected train/<class>/ (and test/<class>/) folders, or <class>/ folders, "
                        f"with classes named {known}; found {', '.join(sorted(tops)) or 'no folders'}")
-    layout = []
+    layout, unknown = [], []
     for parent, split in parents:
         for class_dir in sorted(d for d in parent.iterdir() if d.is_dir()):
             label = class_index.get(class_dir.name.lower())
             if label is None:
-                raise FerError(f"{class_dir}: unknown class folder; expected one of {known}")
+                unknown.append(class_dir.relative_to(root).as_posix())
             layout.append((class_dir, label, split))
+    if unknown:  # all of them in one message: a data set with other classes fails once, not folder by folder
+        raise FerError(f"{root}: the class folders {', '.join(unknown)} are not in data.class_names ({known}); "
+                       "add their names to data.class_names=[...] (in label order) or remove the folders")
     return layout
 
 
-def _face_of(picture: np.ndarray, faces: str, finder: "_Lazy") -> np.ndarray | None:
+def _face_of(picture: np.ndarray, faces: str, finder: "_Lazy", size: int) -> np.ndarray | None:
     import cv2
 
     grey = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
-    if faces == "whole" or (faces == "auto" and grey.shape == (SIDE, SIDE)):
-        return grey if grey.shape == (SIDE, SIDE) else cv2.resize(grey, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    if faces == "whole" or (faces == "auto" and grey.shape == (size, size)):
+        return grey if grey.shape == (size, size) else cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
     return finder()(picture)
 
 
 class _Lazy:
-    """The face finder, built on first use: a folder of 48x48 crops never loads a detector."""
+    """The face finder, built on first use: a folder of face crops already at the image size never loads a detector."""
 
-    def __init__(self, finder):
-        self.finder = finder
+    def __init__(self, finder, size: int):
+        self.finder, self.size = finder, size
 
     def __call__(self):
         if self.finder is None:
             from fer.infer.face_crops import LargestFace
 
-            self.finder = LargestFace.from_infer_defaults()
+            self.finder = LargestFace.from_infer_defaults(self.size)
         return self.finder
 
 
-def carve(labels: np.ndarray, splits: np.ndarray, fraction: float, seed: int, into: int) -> np.ndarray:
+def carve(labels: np.ndarray, splits: np.ndarray, fraction: float, seed: int, into: int, n_classes: int) -> np.ndarray:
     """Move a fixed, seeded, stratified fraction of each class's training faces into split `into`."""
     splits = splits.copy()
     rng = np.random.default_rng(seed if into == 1 else [seed, into])  # validation: the seeding FER2013's folders always had
-    for c in range(NUM_CLASSES):
+    for c in range(n_classes):
         idx = np.flatnonzero((labels == c) & (splits == 0))
         n = int(round(fraction * idx.size))
         splits[rng.permutation(idx)[:n]] = into

@@ -12,6 +12,7 @@ import logging
 import os
 import tarfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +35,8 @@ HOW_TO_GET = (
 
 @dataclass
 class FerData:
-    images: np.ndarray  # (N, 48, 48) uint8
-    labels: np.ndarray  # (N,) int64, index into EMOTIONS
+    images: np.ndarray  # (N, S, S) uint8; S = 48 for FER2013
+    labels: np.ndarray  # (N,) int64, index into the data set's class names (FER2013: EMOTIONS)
     splits: np.ndarray  # (N,) int8: 0 train, 1 val (PublicTest), 2 test (PrivateTest)
     skipped: int = 0  # bad rows skipped with on_bad_row=skip
     no_face: list[str] = field(default_factory=list)  # class-folder pictures left out: no face found in them
@@ -90,16 +91,19 @@ def resolve_data_path(path: str | Path) -> Path:
 
 
 def read_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0,
-                 test_fraction: float = 0.2, faces: str = "auto") -> FerData:
+                 test_fraction: float = 0.2, faces: str = "auto", class_names: Sequence[str] = EMOTIONS,
+                 image_size: int = 48) -> FerData:
     """Read FER2013 from a csv / csv.gz / tar.gz file, or faces from class folders (fer.data.folders;
-    test_fraction and faces apply only there)."""
+    test_fraction, faces and any class_names and image_size apply only there: a FER2013 file holds
+    48x48 faces labelled 0..6)."""
     path = resolve_data_path(path)
     bad = _BadRows(path, on_bad_row)
     if path.is_dir():
         from fer.data.folders import read_folders
 
-        data = read_folders(path, bad, val_fraction, seed, test_fraction, faces)
+        data = read_folders(path, bad, val_fraction, seed, test_fraction, faces, class_names=class_names, image_size=image_size)
     else:
+        _check_fer2013_file_settings(path, class_names, image_size)
         name = path.name.lower()
         if name.endswith((".tar.gz", ".tgz", ".tar")):
             data = _read_tar(path, bad)
@@ -112,6 +116,14 @@ def read_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: floa
     bad.report()
     data.skipped = bad.count
     return data
+
+
+def _check_fer2013_file_settings(path: Path, class_names: Sequence[str], image_size: int):
+    if len(class_names) != NUM_CLASSES:
+        raise FerError(f"{path} is FER2013, labelled 0..{NUM_CLASSES - 1}: data.class_names must name {NUM_CLASSES} classes, "
+                       f"not {len(class_names)} ({', '.join(class_names)}); another data set in class folders is data=folders")
+    if image_size != 48:
+        raise FerError(f"{path} is FER2013, whose faces are 48x48: data.image_size must be 48, not {image_size}")
 
 
 def _read_tar(path: Path, bad: _BadRows) -> FerData:

@@ -17,7 +17,6 @@ from fer.infer.pipeline import Pipeline, RunSummary
 from fer.infer.sinks import (IMAGE_OUTPUTS, VIDEO_CODECS, FolderSink, ImageFileSink, PredictionsFile, VideoFileSink, Window,
                              folder_target, refuse_to_replace_inputs, wants_window)
 from fer.infer.sources import ImageSource, VideoSource, open_source
-from fer.preprocess import IMAGE_SIZE
 from fer.tta import check_mode
 
 log = logging.getLogger("fer.infer")
@@ -38,7 +37,7 @@ def resolve_checkpoint(ckpt_path: str | None) -> Path:
     return in_project(ckpt_path)
 
 
-def load_classifier(backend: str, path: Path, threads: int | None, tta: str = "none"):
+def open_classifier(backend: str, path: Path, threads: int | None, tta: str = "none"):
     """The network that classifies the faces: a .ckpt run by PyTorch, or an exported .onnx run by onnxruntime."""
     if backend not in BACKENDS:
         raise FerError(f"backend must be {' or '.join(BACKENDS)}, not {backend!r}")
@@ -59,27 +58,25 @@ def load_classifier(backend: str, path: Path, threads: int | None, tta: str = "n
     return OnnxFaceClassifier.from_file(path, threads)
 
 
-def given_preprocess_keys(overrides: Iterable[str]) -> set[str]:
-    """The preprocess.* keys set on the command line (those win over the checkpoint's settings)."""
+def given_face_keys(overrides: Iterable[str]) -> set[str]:
+    """The face.* keys set on the command line (those win over the checkpoint's settings)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     keys = set()
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         name = override.key_or_group
-        if name == "preprocess":
+        if name == "face":
             keys.add("*")
-        elif name.startswith("preprocess."):
+        elif name.startswith("face."):
             keys.add(name.split(".", 1)[1])
     return keys
 
 
 def face_settings(stored: Mapping | None, configured: Mapping, given: set[str]) -> dict:
-    """The face pipeline the model was trained with (its checkpoint), except what the command line sets."""
+    """The face preparation the model was trained with (its checkpoint), except what the command line sets.
+    (The faces' size is no setting: it is the model's, from its checkpoint.)"""
     settings = {**configured, **(stored or {})}
     settings.update({k: v for k, v in configured.items() if k in given or "*" in given})
-    if int(settings.get("image_size", IMAGE_SIZE)) != IMAGE_SIZE:
-        raise FerError(f"preprocess.image_size is {settings['image_size']}, "
-                       f"but faces are prepared at {IMAGE_SIZE}x{IMAGE_SIZE} (FER2013's size)")
     return settings
 
 
@@ -198,8 +195,8 @@ def report(summary: RunSummary, source: Source, sinks: list) -> list[str]:
 
 
 def run(cfg: DictConfig, given_keys: Iterable[str] = ()) -> RunSummary:
-    classifier = load_classifier(cfg.backend, resolve_checkpoint(cfg.ckpt_path), cfg.threads, cfg.tta)
-    settings = face_settings(classifier.preprocess, OmegaConf.to_container(cfg.preprocess), set(given_keys))
+    classifier = open_classifier(cfg.backend, resolve_checkpoint(cfg.ckpt_path), cfg.threads, cfg.tta)
+    settings = face_settings(classifier.face, OmegaConf.to_container(cfg.face), set(given_keys))
     source = open_source(cfg.source)
     try:
         pipeline = build_pipeline(cfg, source, classifier, settings)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fer.errors import FerError
-from fer.preprocess import IMAGE_SIZE, normalize
+from fer.meta import stored_face, stored_image_size
+from fer.preprocess import normalize
 from fer.tta import check_mode, eval_logits
 
 if TYPE_CHECKING:
@@ -22,15 +23,16 @@ if TYPE_CHECKING:
 
 
 class FaceClassifier:
-    def __init__(self, net: nn.Module, class_names: Sequence[str], mean: float, std: float, input_size: int,
-                 preprocess: Mapping | None = None, tta: str = "none", temperature: float = 1.0):
+    def __init__(self, net: nn.Module, class_names: Sequence[str], mean: float, std: float, input_size: int, image_size: int,
+                 face: Mapping | None = None, tta: str = "none", temperature: float = 1.0):
         import torch
 
         # channels_last lets oneDNN pick its faster convolutions: 1.8 instead of 2.6 ms a face on one core.
         self.net = net.eval().to(memory_format=torch.channels_last)
         self.class_names = list(class_names)
         self.mean, self.std, self.input_size = mean, std, input_size
-        self.preprocess = dict(preprocess or {})  # the face pipeline the model was trained with
+        self.image_size = int(image_size)  # the side of the square grey faces it takes (FER2013: 48)
+        self.face = dict(face or {})  # the face preparation the model was trained with (align, margin, gamma)
         self.tta = check_mode(tta)  # views averaged per face (fer.tta): flip costs 2x, ten_crop 10x the network time
         self.temperature = float(temperature)  # fitted on PublicTest for this TTA mode: probabilities mean what they say
 
@@ -38,14 +40,14 @@ class FaceClassifier:
     def from_checkpoint(cls, path: str, threads: int | None = None, tta: str = "none") -> FaceClassifier:
         import torch
 
-        from fer.checkpoint import load_classifier
+        from fer.checkpoint import load_network
 
         if threads:
             # One face is a small convolution stack: extra threads cost more in hand-over than they save,
             # and the cores are wanted for decoding and detection.
             torch.set_num_threads(threads)
         try:
-            net, meta = load_classifier(path)
+            net, meta = load_network(path)
         except (KeyError, IndexError, TypeError, UnicodeDecodeError) as e:
             # What torch's safe unpickler raises on some files that are not checkpoints (text, empty).
             raise FerError(f"{path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
@@ -53,13 +55,13 @@ class FaceClassifier:
         tta = check_mode(tta)
         # Checkpoints from before calibration, or trained with calibrate=false, have no temperature: 1 leaves them as trained.
         temperature = meta.get("temperature", {}).get(tta, 1.0)
-        classifier = cls(net, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta.get("preprocess"),
-                         tta, temperature)
-        classifier(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # the first call pays one-off set-up costs
+        classifier = cls(net, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], stored_image_size(meta),
+                         stored_face(meta), tta, temperature)
+        classifier(np.zeros((1, classifier.image_size, classifier.image_size), np.uint8))  # the first call pays one-off set-up costs
         return classifier
 
     def network_input(self, faces: np.ndarray) -> torch.Tensor:
-        """(B, 48, 48) uint8 faces -> (B, 1, 48, 48): the training side's exact normalisation; the views
+        """(B, S, S) uint8 faces -> (B, 1, S, S): the training side's exact normalisation; the views
         (centre crop or TTA) are then taken by fer.tta.eval_logits, as in training's evaluation."""
         import torch
 
@@ -71,7 +73,7 @@ class FaceClassifier:
         return self.net(x.contiguous(memory_format=torch.channels_last))
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
-        """(B, 48, 48) uint8 faces -> (B, classes) probabilities, all faces in one batch."""
+        """(B, S, S) uint8 faces (S: image_size) -> (B, classes) probabilities, all faces in one batch."""
         import torch
 
         if len(faces) == 0:

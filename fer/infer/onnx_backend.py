@@ -1,9 +1,9 @@
 """The ONNX backend: a model written by `python export.py`, run by onnxruntime, without torch.
 
-The exported graph takes what the pipeline already has, 48x48 grey uint8 faces (B, 48, 48), and
-returns probabilities (B, classes): normalisation and centre crop are inside it, traced from the
+The exported graph takes what the pipeline already has, square grey uint8 faces (B, S, S) at the
+model's image size S (FER2013: 48), and returns probabilities (B, classes): normalisation and centre crop are inside it, traced from the
 training code's own `to_network_input`, so there is no second copy of them to drift. Everything
-else the pipeline needs (class names, face settings) is read from the model's metadata_props,
+else the pipeline needs (class names, image size, face settings) is read from the model's metadata_props,
 which `metadata_props` below defines and `fer/export.py` writes.
 
 Nothing here may import torch (a test runs this path and checks `sys.modules`).
@@ -20,11 +20,14 @@ import numpy as np
 import onnxruntime as ort
 
 from fer.errors import FerError, first_line
-from fer.preprocess import IMAGE_SIZE
+from fer.meta import stored_face, stored_image_size
 
 FORMAT = 1
 MARKER = "fer_format"  # the key that says "exported by fer", its value the format version
-REQUIRED = ("class_names", "mean", "std", "input_size", "preprocess", "net")
+REQUIRED = ("class_names", "mean", "std", "input_size", "net")
+# Exports before issue 16 lack image_size (48) and keep the face settings under "preprocess" (fer.meta).
+FACE_KEYS = ("face", "preprocess")
+OPTIONAL = ("image_size", *FACE_KEYS)
 INPUT, OUTPUT = "faces", "probs"
 
 
@@ -40,6 +43,7 @@ def metadata_props(meta: Mapping, checkpoint: Path, fer_version: str) -> dict[st
     """A checkpoint's "fer" entry -> ONNX metadata_props (string values; JSON where not plain text)."""
     props = {MARKER: str(FORMAT), "fer_version": fer_version}
     props.update({key: json.dumps(meta.get(key)) for key in REQUIRED})
+    props.update(image_size=json.dumps(stored_image_size(meta)), face=json.dumps(stored_face(meta)))
     # Which checkpoint this came from: infer.py backend=onnx ckpt_path=X.ckpt refuses a stale X.onnx.
     props.update(checkpoint=checkpoint.name, checkpoint_sha256=file_sha256(checkpoint))
     return props
@@ -52,14 +56,15 @@ def read_metadata(props: Mapping[str, str], path: Path) -> dict:
         raise FerError(f"{path} is an ONNX model, but not one exported by fer (no {MARKER!r} metadata); {hint}")
     if not props[MARKER].isdigit() or int(props[MARKER]) > FORMAT:
         raise FerError(f"{path} was exported by a newer fer (format {props[MARKER]!r}); upgrade fer")
-    missing = [key for key in REQUIRED if key not in props]
+    missing = [key for key in REQUIRED if key not in props] + ([] if any(k in props for k in FACE_KEYS) else ["face"])
     if missing:
         raise FerError(f"{path} lacks the fer metadata {', '.join(missing)}; re-export it: {hint}")
     try:
-        meta = {key: json.loads(props[key]) for key in REQUIRED}
+        meta = {key: json.loads(props[key]) for key in (*REQUIRED, *OPTIONAL) if key in props}
     except json.JSONDecodeError as e:
         raise FerError(f"{path} has damaged fer metadata ({e}); re-export it: {hint}") from None
-    return {**meta, "checkpoint": props.get("checkpoint"), "checkpoint_sha256": props.get("checkpoint_sha256")}
+    return {**meta, "checkpoint": props.get("checkpoint"), "checkpoint_sha256": props.get("checkpoint_sha256"),
+            "face": stored_face(meta), "image_size": stored_image_size(meta)}
 
 
 def export_beside(checkpoint: Path) -> Path:
@@ -103,12 +108,13 @@ def open_session(model: str | Path | bytes, threads: int | None = None):
 
 
 class OnnxFaceClassifier:
-    def __init__(self, session, class_names: Sequence[str], mean: float, std: float, input_size: int,
-                 preprocess: Mapping | None = None):
+    def __init__(self, session, class_names: Sequence[str], mean: float, std: float, input_size: int, image_size: int,
+                 face: Mapping | None = None):
         self.session = session
         self.class_names = list(class_names)
         self.mean, self.std, self.input_size = mean, std, input_size  # inside the graph; kept for reference
-        self.preprocess = dict(preprocess or {})  # the face pipeline the model was trained with
+        self.image_size = int(image_size)  # the side of the square grey faces the graph takes
+        self.face = dict(face or {})  # the face preparation the model was trained with (align, margin, gamma)
         self.input_name = session.get_inputs()[0].name
 
     @classmethod
@@ -122,34 +128,35 @@ class OnnxFaceClassifier:
         meta = read_metadata(session.get_modelmeta().custom_metadata_map, model)
         if model != asked:
             check_exported_from(asked, model, meta)
-        check_graph(session, len(meta["class_names"]), model)
-        classifier = cls(session, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta["preprocess"])
+        check_graph(session, len(meta["class_names"]), meta["image_size"], model)
+        classifier = cls(session, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta["image_size"],
+                         meta["face"])
         check_probabilities(classifier, model)  # also pays the first call's one-off set-up costs
         return classifier
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
-        """(B, 48, 48) uint8 faces -> (B, classes) probabilities, all faces in one batch."""
+        """(B, S, S) uint8 faces (S: image_size) -> (B, classes) probabilities, all faces in one batch."""
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         return self.session.run(None, {self.input_name: np.ascontiguousarray(faces, dtype=np.uint8)})[0]
 
 
-def check_graph(session, n_classes: int, path: Path):
-    """The graph must be what the metadata describes: (B, 48, 48) uint8 faces in, (B, classes) out."""
+def check_graph(session, n_classes: int, size: int, path: Path):
+    """The graph must be what the metadata describes: (B, size, size) uint8 faces in, (B, classes) out."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    ok = (len(inputs) == 1 and inputs[0].type == "tensor(uint8)" and list(inputs[0].shape[1:]) == [IMAGE_SIZE, IMAGE_SIZE]
+    ok = (len(inputs) == 1 and inputs[0].type == "tensor(uint8)" and list(inputs[0].shape[1:]) == [size, size]
           and len(outputs) == 1 and list(outputs[0].shape[1:]) == [n_classes])
     if not ok:
         got = ", ".join(f"{a.name} {a.type} {a.shape}" for a in [*inputs, *outputs])
-        raise FerError(f"{path}: the graph does not fit its fer metadata (expected uint8 faces (batch, {IMAGE_SIZE}, "
-                       f"{IMAGE_SIZE}) in and (batch, {n_classes}) probabilities out; it has {got}); "
+        raise FerError(f"{path}: the graph does not fit its fer metadata (expected uint8 faces (batch, {size}, "
+                       f"{size}) in and (batch, {n_classes}) probabilities out; it has {got}); "
                        "it was exported from another model: re-export it with `python export.py`")
 
 
-def probe_faces() -> np.ndarray:
-    """A few fixed faces (black, white, mid-grey, a gradient, noise) to see what a graph returns."""
-    ramp = np.linspace(0, 255, IMAGE_SIZE * IMAGE_SIZE).reshape(IMAGE_SIZE, IMAGE_SIZE)
-    noise = np.random.default_rng(0).integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE))
+def probe_faces(size: int) -> np.ndarray:
+    """A few fixed size x size faces (black, white, mid-grey, a gradient, noise) to see what a graph returns."""
+    ramp = np.linspace(0, 255, size * size).reshape(size, size)
+    noise = np.random.default_rng(0).integers(0, 256, (size, size))
     return np.stack([np.zeros_like(ramp), np.full_like(ramp, 255), np.full_like(ramp, 128), ramp, noise]).astype(np.uint8)
 
 
@@ -157,7 +164,7 @@ def check_probabilities(classifier: OnnxFaceClassifier, path: Path, tolerance: f
     # The right shapes are not enough: a graph built elsewhere, with an export's metadata copied onto
     # it, may return logits or anything else, which would be shown as "Surprise 7600%". An export of
     # ours ends in a softmax: every output is in [0, 1] and every row sums to 1.
-    probs = np.asarray(classifier(probe_faces()), dtype=np.float64)
+    probs = np.asarray(classifier(probe_faces(classifier.image_size)), dtype=np.float64)
     sums = probs.sum(axis=1)
     ok = (np.isfinite(probs).all() and probs.min() >= -tolerance and probs.max() <= 1 + tolerance
           and np.abs(sums - 1).max() <= tolerance)

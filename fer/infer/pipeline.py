@@ -1,5 +1,5 @@
-"""One frame at a time: grey -> faces (detect, or track between detections) -> aligned 48x48 crops
--> one network batch -> smoothed per-face probabilities -> drawing -> every sink -> the window.
+"""One frame at a time: grey -> faces (detect, or track between detections) -> aligned square crops
+of the model's image size (FER2013: 48x48) -> one network batch -> smoothed per-face probabilities -> drawing -> every sink -> the window.
 
 Any `Detector` (fer/infer/detect.py) serves: RetinaFace (the default) or Viola-Jones (detector=haar)."""
 
@@ -16,7 +16,7 @@ from fer.infer.detect import Box, Detection, Detector
 from fer.infer.draw import Annotator, enlarge_small, to_bgr8
 from fer.infer.faces import FaceResult
 from fer.infer.track import FaceTracker
-from fer.preprocess import IMAGE_SIZE, face_to_48, to_grey
+from fer.preprocess import square_grey_face, to_grey
 
 STAGES = ("decode", "detect", "align", "network", "track", "draw", "write", "display")
 
@@ -96,19 +96,19 @@ class Pipeline:
         placed = [self.aligner.place(f) for f in faces]
         return [p[0] for p in placed], [p[1] for p in placed]
 
-    def faces_48(self, grey: np.ndarray, boxes: Sequence[Box], angles: Sequence[float | None]) -> tuple[np.ndarray, list[float]]:
-        """(B, 48, 48) uint8, the format training sees, and the turn applied to each face.
+    def square_faces(self, grey: np.ndarray, boxes: Sequence[Box], angles: Sequence[float | None]) -> tuple[np.ndarray, list[float]]:
+        """(B, S, S) uint8 at the classifier's image size S, the format training sees, and the turn applied to each face.
 
         angles: a known tilt per face (None: measure it from the eyes)."""
-        crops, turns = [], []
+        crops, turns, size = [], [], self.classifier.image_size
         for box, angle in zip(boxes, angles):
             if self.detector is None or self.aligner is None:  # the whole image is the face
                 crop, angle = grey[box[1]:box[1] + box[3], box[0]:box[0] + box[2]], 0.0
             else:
                 crop, angle = self.aligner.crop(grey, box, angle)
-            crops.append(face_to_48(crop, self.gamma))
+            crops.append(square_grey_face(crop, size, self.gamma))
             turns.append(angle)
-        return (np.stack(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)), turns
+        return (np.stack(crops) if crops else np.zeros((0, size, size), np.uint8)), turns
 
     def analyse(self, image: np.ndarray) -> list[FaceResult]:
         """Every face on one frame (any depth and channel count), with its (smoothed) probabilities."""
@@ -118,7 +118,7 @@ class Pipeline:
         boxes, angles = self.place(self.find_faces(grey, image))
         watch.lap("detect")
         if self.tracker is None:
-            faces, _ = self.faces_48(grey, boxes, angles)
+            faces, _ = self.square_faces(grey, boxes, angles)
             watch.lap("align")
             probs = self.classifier(faces)
             watch.lap("network")
@@ -127,7 +127,7 @@ class Pipeline:
             # Faces not found on this frame stay a moment at their last box. A detection frame brings
             # each face's tilt (None: look for its eyes); the frames between reuse the tilts.
             tracks = self.tracker.update(boxes, angles if detected else None)
-            faces, turns = self.faces_48(grey, [t.box for t in tracks], [t.angle for t in tracks])
+            faces, turns = self.square_faces(grey, [t.box for t in tracks], [t.angle for t in tracks])
             watch.lap("align")
             probs = self.classifier(faces)
             watch.lap("network")
