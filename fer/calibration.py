@@ -55,7 +55,7 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS)
 @torch.no_grad()
 def split_logits(model, images: torch.Tensor, mean: float, std: float, input_size: int, mode: str,
                  batch_size: int = 512) -> torch.Tensor:
-    """uint8 faces (N, 48, 48) -> (N, classes) logits under a TTA mode, in eval mode, on the model's device."""
+    """uint8 faces (N, S, S) -> (N, classes) logits under a TTA mode, in eval mode, on the model's device."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -83,7 +83,7 @@ def report(model, val: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tens
     """For each TTA mode: T fitted on the validation faces, and the test faces' accuracy, macro-F1,
     NLL and reliability (with ECE) before and after dividing by T.
 
-    val, test: (uint8 faces (N, 48, 48), labels (N,)). progress(i, mode), if given, is called before
+    val, test: (uint8 faces (N, S, S), labels (N,)). progress(i, mode), if given, is called before
     each mode (the modes take 1, 2 and 10 forward passes a face: the last is the long one).
     """
     result = {}

@@ -1,7 +1,7 @@
 """Evaluation views of a face: the centre crop alone, or test-time augmentation (TTA).
 
-Training sees random `input_size` crops of the 48 px face, flipped half the time; at test time the
-network can look at several such views and average its logits:
+Training sees random `input_size` crops of the face (image_size px; FER2013: 48), flipped half the
+time; at test time the network can look at several such views and average its logits:
 
     none      the centre crop (what validation always uses: cheap every epoch)
     flip      the centre crop and its mirror image (2 views)
@@ -42,7 +42,7 @@ def _crops(x: torch.Tensor, size: int, mode: str) -> list[torch.Tensor]:
 
 
 def views(x: torch.Tensor, input_size: int, mode: str) -> list[torch.Tensor]:
-    """(B, 1, 48, 48) normalised faces -> the list of (B, 1, input_size, input_size) views to average."""
+    """(B, 1, S, S) normalised faces -> the list of (B, 1, input_size, input_size) views to average."""
     mode = check_mode(mode)
     crops = _crops(x, input_size, mode)
     if mode == "none":
@@ -54,7 +54,7 @@ MAX_BATCH = 1024  # images per forward pass when views are stacked
 
 
 def eval_logits(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, input_size: int, mode: str = "none") -> torch.Tensor:
-    """(B, 1, 48, 48) normalised faces -> (B, classes) logits, averaged over the mode's views.
+    """(B, 1, S, S) normalised faces -> (B, classes) logits, averaged over the mode's views.
 
     A few faces' views go through the network as one batch (fewer, larger matrix products are faster
     on a CPU), but never more than MAX_BATCH images at once: ten views of a 512-face evaluation

@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from fer.data.datamodule import FER2013DataModule
+from fer.labels import EMOTIONS
 from fer import precision
 from fer.module import EmotionClassifier
 
@@ -26,7 +27,7 @@ def make(overrides):
 def test_groups_have_the_documented_options():
     assert options("model") == ["baseline", "regularized", "vgg"]
     assert {"default", "gpu", "ddp"} <= set(options("trainer"))
-    assert options("data") == ["fer2013"] and options("preprocess") == ["default"]
+    assert options("data") == ["fer2013", "folders"] and options("preprocess") == ["default"]
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -38,6 +39,9 @@ def test_every_model_instantiates(model):
     assert net_model.preprocess["image_size"] == 48  # the preprocess group travels with the model
     dm = instantiate(cfg.data)
     assert isinstance(dm, FER2013DataModule) and dm.input_size == net_model.input_size
+    # the classes and the picture size reach the model from the data config (interpolation) and its checkpoint meta
+    assert net_model.class_names == dm.class_names == list(EMOTIONS) and net_model.image_size == dm.image_size == 48
+    assert net_model.fer_meta()["image_size"] == 48
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

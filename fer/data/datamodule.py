@@ -67,7 +67,7 @@ class FaceDataModule(L.LightningDataModule):
         image_size: int,
         batch_size: int = 128,
         eval_batch_size: int = 512,
-        input_size: int = 48,
+        input_size: int | None = None,  # the network's input, a crop of the pictures; None: the whole picture
         augment: BatchAugment | None = None,
         balanced_sampling: bool = False,
         on_bad_row: str = "error",
@@ -83,18 +83,12 @@ class FaceDataModule(L.LightningDataModule):
                 raise FerError(f"data.{name} must be a whole number of faces, 1 or more, not {size!r}")
         if not path:
             raise FerError("data.path is not set: give the data set's folder (train/<class>/, test/<class>/) with data.path=DIR")
+        self.class_names = _checked_class_names(class_names, path)
+        self.image_size, input_size = _checked_sizes(image_size, input_size)
         self.path, self.batch_size, self.eval_batch_size = path, batch_size, eval_batch_size
         self.input_size, self.augment, self.balanced_sampling = input_size, augment, balanced_sampling
         self.on_bad_row, self.val_fraction, self.seed, self.use_cache = on_bad_row, val_fraction, seed, use_cache
         self.test_fraction, self.faces = test_fraction, faces
-        self.class_names = _checked_class_names(class_names, path)
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise FerError(f"data.image_size must be the side of the square pictures in pixels (48 for FER2013), not {image_size!r}")
-        if input_size > image_size:
-            raise FerError(f"the network's input (model.input_size={input_size}) is a crop of the {image_size} px pictures "
-                           f"(data.image_size={image_size}): give model.input_size={image_size} or less "
-                           "(on FER2013's 48 px faces the default model trains on 44 px crops)")
-        self.image_size = image_size
         self.splits: dict[str, Faces] = {}
         self.mean, self.std = 0.5, 0.25  # replaced by the training split's statistics in setup()
         self._pinned = False
@@ -187,6 +181,18 @@ def _checked_class_names(class_names: Sequence[str] | None, path: str) -> list[s
     if len(names) < 2 or len({n.lower() for n in names}) != len(names):
         raise FerError(f"data.class_names must list two or more different names, not {class_names!r}")
     return names
+
+
+def _checked_sizes(image_size: int, input_size: int | None) -> tuple[int, int]:
+    """(image_size, input_size): the pictures' side and the network's crop of them, which must fit."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise FerError(f"data.image_size must be the side of the square pictures in pixels (48 for FER2013), not {image_size!r}")
+    input_size = image_size if input_size is None else input_size
+    if input_size > image_size:
+        raise FerError(f"the network's input (model.input_size={input_size}) is a crop of the {image_size} px pictures "
+                       f"(data.image_size={image_size}): give model.input_size={image_size} or less "
+                       "(on FER2013's 48 px faces the default model trains on 44 px crops)")
+    return image_size, input_size
 
 
 def _class_folders(root: Path) -> list[str]:

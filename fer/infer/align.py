@@ -21,7 +21,8 @@ from fer.infer.detect import Box, Detection, load_cascade
 # The eyes are searched for in a copy of the face's upper half scaled to this width: big enough for
 # the eye cascade's 20 px window, small enough to cost well under a millisecond.
 EYE_SEARCH_WIDTH = 100
-# Faces are cut out at up to this size and then shrunk to 48 px with area averaging.
+# Faces are cut out at up to this size and then shrunk to the model's image size (FER2013: 48 px)
+# with area averaging; a model of pictures larger than this would get enlarged crops.
 CROP_PX = 96
 # Where RetinaFace puts its five landmarks (eyes, nose tip, mouth corners) on a FER2013 face, as
 # fractions of the crop: the medians over 546 training faces enlarged 4x, made left-right symmetric
@@ -33,7 +34,7 @@ class FaceAligner:
     def __init__(self, align: bool = True, margin: float = 0.0, eye_cascade: str = "haarcascade_eye.xml",
                  min_tilt: float = 5.0, max_tilt: float = 30.0, eye_min_neighbors: int = 3):
         if not 0 <= margin <= 1:
-            raise FerError(f"preprocess.margin is a fraction of the face box added on each side, 0..1, not {margin}")
+            raise FerError(f"face.margin is a fraction of the face box added on each side, 0..1, not {margin}")
         # Tilts under min_tilt degrees stay: the network was trained on faces with such tilts, and the
         # eye cascade's angle is only good to about 5 degrees. Over max_tilt the "eyes" are wrong.
         self.align, self.margin, self.min_tilt, self.max_tilt = align, margin, min_tilt, max_tilt

@@ -1,10 +1,11 @@
 """The ONNX backend: a model written by `python export.py`, run by onnxruntime, without torch.
 
 The exported graph takes what the pipeline already has, square grey uint8 faces (B, S, S) at the
-model's image size S (FER2013: 48), and returns probabilities (B, classes): normalisation and centre crop are inside it, traced from the
-training code's own `to_network_input`, so there is no second copy of them to drift. Everything
-else the pipeline needs (class names, image size, face settings) is read from the model's metadata_props,
-which `metadata_props` below defines and `fer/export.py` writes.
+model's image size S (FER2013: 48), and returns probabilities (B, classes): normalisation and
+centre crop are inside it, traced from the training code's own `to_network_input`, so there is no
+second copy of them to drift. Everything else the pipeline needs (class names, image size, face
+settings) is read from the model's metadata_props, which `metadata_props` below defines and
+`fer/export.py` writes.
 
 Nothing here may import torch (a test runs this path and checks `sys.modules`).
 """

@@ -1,5 +1,6 @@
 """One frame at a time: grey -> faces (detect, or track between detections) -> aligned square crops
-of the model's image size (FER2013: 48x48) -> one network batch -> smoothed per-face probabilities -> drawing -> every sink -> the window.
+at the model's image size (FER2013: 48x48) -> one network batch -> smoothed per-face probabilities
+-> drawing -> every sink -> the window.
 
 Any `Detector` (fer/infer/detect.py) serves: RetinaFace (the default) or Viola-Jones (detector=haar)."""
 
