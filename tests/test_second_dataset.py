@@ -18,8 +18,16 @@ SIZE = 32
 # The default model (regularized) trains on 44 px crops of FER2013's 48 px faces; its YAML says 44,
 # which a 32 px picture cannot give, so the run names a crop that fits (the datamodule refuses 44 in one line).
 CROP = ["model.input_size=28"]
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-         "eval_train_split=false", "calibrate=false", "trainer.enable_progress_bar=false", "data.batch_size=8"]
+SHORT = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "eval_train_split=false",
+    "calibrate=false",
+    "trainer.enable_progress_bar=false",
+    "data.batch_size=8",
+]
 
 
 def pattern(name: str, rng: np.random.Generator) -> np.ndarray:
@@ -32,7 +40,8 @@ def pattern(name: str, rng: np.random.Generator) -> np.ndarray:
     return np.clip(picture, 0, 255).astype(np.uint8)
 
 
-def write_dataset(root, per_class={"train": 24, "test": 8}, classes=CLASSES):
+def write_dataset(root, per_class: dict[str, int], classes=CLASSES):
+    """root/<split>/<class>/NNN.png: per_class[split] pictures of each class."""
     rng = np.random.default_rng(0)
     for split, n in per_class.items():
         for name in classes:
@@ -49,10 +58,20 @@ def names_override(names) -> str:
 
 @pytest.mark.slow
 def test_a_three_class_image_folder_data_set_trains_and_infers_end_to_end(tmp_path):
-    data = write_dataset(tmp_path / "patterns")
+    data = write_dataset(tmp_path / "patterns", {"train": 24, "test": 8})
     run = tmp_path / "run"
-    r = run_cli(["train.py", "data=folders", f"data.path={data}", names_override(CLASSES), f"data.image_size={SIZE}",
-                 *CROP, *SHORT, f"hydra.run.dir={run}"])
+    r = run_cli(
+        [
+            "train.py",
+            "data=folders",
+            f"data.path={data}",
+            names_override(CLASSES),
+            f"data.image_size={SIZE}",
+            *CROP,
+            *SHORT,
+            f"hydra.run.dir={run}",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     meta = read_checkpoint(best)["fer"]
@@ -61,7 +80,9 @@ def test_a_three_class_image_folder_data_set_trains_and_infers_end_to_end(tmp_pa
 
     crops = data / "test" / "checks"  # a folder of 32x32 crops, as a user would point infer.py at it
     predictions = tmp_path / "p.csv"
-    r = run_cli(["infer.py", f"source={crops}", "detect=false", f"ckpt_path={best}", f"predictions={predictions}", "display=false"])
+    r = run_cli(
+        ["infer.py", f"source={crops}", "detect=false", f"ckpt_path={best}", f"predictions={predictions}", "display=false"]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     with open(predictions, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -89,16 +110,20 @@ def test_class_names_and_sizes_that_do_not_fit_are_refused_before_any_picture_is
 def test_class_folders_outside_class_names_are_named_in_one_error(tmp_path):
     data = write_dataset(tmp_path / "patterns", {"train": 2, "test": 1}, classes=[*CLASSES, "dots", "waves"])
     dm = FaceDataModule(path=str(data), class_names=CLASSES, image_size=SIZE, input_size=28, use_cache=False)
-    with pytest.raises(FerError, match=r"the class folders train/dots, train/waves, test/dots, test/waves are not in "
-                                       r"data.class_names \(stripes, bars, checks\)"):
+    with pytest.raises(
+        FerError,
+        match=r"the class folders train/dots, train/waves, test/dots, test/waves are not in "
+        r"data.class_names \(stripes, bars, checks\)",
+    ):
         dm.setup("fit")
 
 
 def test_the_folder_reader_keeps_class_names_order_and_the_image_size(tmp_path):
     data = write_dataset(tmp_path / "patterns", {"train": 4, "test": 2})
     (data / "train" / "stripes" / "big.png").write_bytes(cv2.imencode(".png", np.zeros((64, 40), np.uint8))[1].tobytes())
-    dm = FaceDataModule(path=str(data), class_names=CLASSES, image_size=SIZE, input_size=28, use_cache=False, val_fraction=0.25,
-                        faces="whole")
+    dm = FaceDataModule(
+        path=str(data), class_names=CLASSES, image_size=SIZE, input_size=28, use_cache=False, val_fraction=0.25, faces="whole"
+    )
     dm.setup("fit")
     images = dm.splits["train"].images
     assert images.shape[1:] == (SIZE, SIZE)  # the 64x40 picture too, taken whole (faces=whole, data=folders' default)
