@@ -91,6 +91,26 @@ def test_a_three_class_image_folder_data_set_trains_and_infers_end_to_end(tmp_pa
         assert row["label"] in CLASSES
         assert sum(float(row[c]) for c in CLASSES) == pytest.approx(1, abs=1e-3)
 
+    # exported: the ONNX graph takes 32x32 faces and gives the same predictions on onnxruntime
+    assert run_cli(["export.py", f"ckpt_path={best}"]).returncode == 0
+    on_onnx = tmp_path / "p_onnx.csv"
+    r = run_cli(
+        [
+            "infer.py",
+            f"source={crops}",
+            "detect=false",
+            f"ckpt_path={best}",
+            "backend=onnx",
+            f"predictions={on_onnx}",
+            "display=false",
+        ]
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(on_onnx, newline="") as f:
+        onnx_rows = list(csv.DictReader(f))
+    assert [r["label"] for r in onnx_rows] == [r["label"] for r in rows]
+    assert max(abs(float(a[c]) - float(b[c])) for a, b in zip(rows, onnx_rows) for c in CLASSES) < 1e-4
+
 
 def test_class_names_and_sizes_that_do_not_fit_are_refused_before_any_picture_is_read(tmp_path):
     # Raised while Hydra builds the datamodule, which train.py prints as one line (as data.batch_size=0: tests/test_cli.py).
