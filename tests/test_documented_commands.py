@@ -212,7 +212,7 @@ def _value(args, key: str) -> str | None:
 
 
 def _video(path: Path, faces):
-    from fer.infer.scenes import place_faces, write_video
+    from scenes import place_faces, write_video
 
     frames = [place_faces(faces[:2], [(40 + 4 * t, 120), (360, 140)])[0] for t in range(8)]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +220,7 @@ def _video(path: Path, faces):
 
 
 def _image(path: Path, faces, crop: bool = False):
-    from fer.infer.scenes import place_faces
+    from scenes import place_faces
 
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), faces[0] if crop else place_faces(faces[:2], [(40, 120), (360, 140)])[0])

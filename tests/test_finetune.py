@@ -12,7 +12,7 @@ from test_cli import assert_clean_error
 
 from fer.data.folders import read_folders
 from fer.data.reader import _BadRows
-from fer.infer.scenes import background, place_faces
+from scenes import background, place_faces
 
 SHIPPED = ROOT / "fer" / "weights" / "fer2013_regularized.ckpt"
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
