@@ -27,12 +27,20 @@ def first_line(text: str, limit: int = 300) -> str:
 
 @contextmanager
 def exit_on_user_error():
-    # The entry points wrap their work in this so a FerError becomes one message and exit code 2.
+    """Every entry point's one way out for a problem the user can fix: the FerError (or the one behind
+    a Hydra instantiation error, see user_error) as one line on stderr and exit code 2; Ctrl-C as
+    "interrupted" and 130. Anything else is a bug and keeps its traceback.
+
+    Wraps the part before Hydra (`with exit_on_user_error():`) and, as a decorator under
+    @hydra.main, the task itself: Hydra would print a task's exception with a traceback."""
     try:
         yield
-    except FerError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
+    except Exception as e:
+        user = user_error(e)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr, flush=True)
+        sys.exit(2)
