@@ -1,3 +1,4 @@
+import functools
 import sys
 from contextlib import contextmanager
 
@@ -31,8 +32,7 @@ def exit_on_user_error():
     a Hydra instantiation error, see user_error) as one line on stderr and exit code 2; Ctrl-C as
     "interrupted" and 130. Anything else is a bug and keeps its traceback.
 
-    Wraps the part before Hydra (`with exit_on_user_error():`) and, as a decorator under
-    @hydra.main, the task itself: Hydra would print a task's exception with a traceback."""
+    Wraps the part before Hydra; the Hydra task, task_exits_on_user_error."""
     try:
         yield
     except KeyboardInterrupt:
@@ -44,3 +44,16 @@ def exit_on_user_error():
             raise
         print(f"error: {user}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def task_exits_on_user_error(task):
+    """exit_on_user_error around a Hydra task function (under @hydra.main), which Hydra would otherwise
+    print with a traceback. A plain function, unlike contextlib's decorator form, which holds a live
+    generator: joblib and submitit launchers pickle the task."""
+
+    @functools.wraps(task)
+    def run(*args, **kwargs):
+        with exit_on_user_error():
+            return task(*args, **kwargs)
+
+    return run

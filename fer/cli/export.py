@@ -5,14 +5,14 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from fer.errors import FerError, exit_on_user_error
+from fer.errors import FerError, exit_on_user_error, task_exits_on_user_error
 from fer.paths import CONF_DIR
 
 log = logging.getLogger("fer.export")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
-@exit_on_user_error()
+@task_exits_on_user_error
 def task(cfg: DictConfig):
     try:
         from fer.export import export_onnx  # heavy imports after Hydra has parsed the command line

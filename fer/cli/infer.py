@@ -5,12 +5,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from fer.errors import FerError, exit_on_user_error
+from fer.errors import FerError, exit_on_user_error, task_exits_on_user_error
 from fer.paths import CONF_DIR
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="infer", version_base="1.3")
-@exit_on_user_error()
+@task_exits_on_user_error
 def task(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
 

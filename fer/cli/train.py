@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from fer.distributed import worker_argv
-from fer.errors import exit_on_user_error
+from fer.errors import exit_on_user_error, task_exits_on_user_error
 from fer.paths import CONF_DIR
 from fer.resume import resume_argv
 from fer.rundir import refuse_occupied_run_dir
@@ -14,7 +14,7 @@ from fer.sweep import require_plugins
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
-@exit_on_user_error()
+@task_exits_on_user_error
 def task(cfg: DictConfig):
     from fer.sweep import run_job  # heavy imports after Hydra has parsed the command line
 
