@@ -5,30 +5,11 @@
     python train.py -m model.dropout=0.2,0.35,0.5      # a sweep, one run dir each + summary table
     python train.py train=false ckpt_path=PATH         # test-split accuracy of a checkpoint
     python train.py ckpt_path=outputs/runs/.../checkpoints/last.ckpt   # resume that run
+
+The same command as `python -m fer.train` and `fer-train` (fer/cli/train.py), which work from any directory.
 """
 
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from fer.distributed import worker_argv
-from fer.errors import exit_on_user_error
-from fer.resume import resume_argv
-from fer.rundir import refuse_occupied_run_dir
-from fer.sweep import require_plugins
-
-
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig):
-    from fer.sweep import run_job  # heavy imports after Hydra has parsed the command line
-
-    return run_job(cfg)
-
+from fer.cli.train import main
 
 if __name__ == "__main__":
-    with exit_on_user_error():
-        require_plugins(sys.argv)
-        sys.argv = resume_argv(worker_argv(sys.argv))  # a DDP worker rejoins rank 0's job, see fer/distributed.py
-        refuse_occupied_run_dir(sys.argv)  # before Hydra writes .hydra/ into it
-        main()
+    main()

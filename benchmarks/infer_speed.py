@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the test scenes: tests/scenes.py, tests/hard_scenes.py
 
 FRAMES = 300  # 10 s at 30 fps
 FPS = 30.0
@@ -95,7 +96,7 @@ def make_videos(folder: Path, n_frames: int) -> dict[int, Path]:
     """Videos with 1 and 2 real FER2013 faces drifting across a 640x480 frame: faces both detectors find."""
     from fer.infer.detect import FaceDetector
     from fer.infer.retinaface import RetinaFaceDetector
-    from fer.infer.scenes import detectable, drifting_faces, write_video
+    from scenes import detectable, drifting_faces, write_video
 
     images = test_faces()
     faces = detectable(detectable(images[:100], FaceDetector(), 12), RetinaFaceDetector(threshold=0.8), 3)
@@ -255,7 +256,6 @@ def detection_rates(images, n_scenes: int = 150, seed: int = 0) -> dict:
     import cv2
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "tests"))
     from hard_scenes import hard_scenes, matches
 
     from fer.infer.align import FaceAligner
@@ -292,14 +292,13 @@ def hit_rate_by_interval(images, detectors: list[str], n_frames: int = 90) -> di
     2 and 1.5 px a frame."""
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "tests"))
     from hard_scenes import SIZE, plant
+    from scenes import background
 
     from fer.infer.align import FaceAligner
     from fer.infer.detect import iou
     from fer.infer.draw import Annotator
     from fer.infer.pipeline import Pipeline
-    from fer.infer.scenes import background
     from fer.infer.track import FaceTracker
 
     class FixedClassifier:  # the network does not change where faces are found
@@ -348,7 +347,7 @@ def main():
     import cv2
     import torch
 
-    from fer.infer.scenes import place_faces
+    from scenes import place_faces
 
     workdir = Path(tempfile.mkdtemp(prefix="fer-bench-"))
     videos = make_videos(workdir, args.frames)

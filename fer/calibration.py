@@ -65,7 +65,8 @@ def split_logits(model, images: torch.Tensor, mean: float, std: float, input_siz
     return torch.cat(out) if out else torch.zeros((0, 0))
 
 
-def _figures(logits: torch.Tensor, labels: torch.Tensor, temperature: float, num_classes: int) -> dict:
+def _scores(logits: torch.Tensor, labels: torch.Tensor, temperature: float, num_classes: int) -> dict:
+    """Test scores of one TTA mode: accuracy, macro-F1, and NLL and reliability before and after temperature T."""
     before = torch.softmax(logits, 1)
     after = torch.softmax(logits / temperature, 1)
     return {
@@ -93,6 +94,6 @@ def report(model, val: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tens
         val_logits = split_logits(model, val[0], mean, std, input_size, mode)
         test_logits = split_logits(model, test[0], mean, std, input_size, mode)
         temperature = fit_temperature(val_logits, val[1])
-        figures = _figures(test_logits, test[1], temperature, val_logits.shape[1])
-        result[mode] = {"temperature": temperature, **figures}
+        scores = _scores(test_logits, test[1], temperature, val_logits.shape[1])
+        result[mode] = {"temperature": temperature, **scores}
     return result

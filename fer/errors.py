@@ -1,3 +1,4 @@
+import functools
 import sys
 from contextlib import contextmanager
 
@@ -27,12 +28,32 @@ def first_line(text: str, limit: int = 300) -> str:
 
 @contextmanager
 def exit_on_user_error():
-    # The entry points wrap their work in this so a FerError becomes one message and exit code 2.
+    """Every entry point's one way out for a problem the user can fix: the FerError (or the one behind
+    a Hydra instantiation error, see user_error) as one line on stderr and exit code 2; Ctrl-C as
+    "interrupted" and 130. Anything else is a bug and keeps its traceback.
+
+    Wraps the part before Hydra; the Hydra task, task_exits_on_user_error."""
     try:
         yield
-    except FerError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
+    except Exception as e:
+        user = user_error(e)
+        if user is None:
+            raise
+        print(f"error: {user}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def task_exits_on_user_error(task):
+    """exit_on_user_error around a Hydra task function (under @hydra.main), which Hydra would otherwise
+    print with a traceback. A plain function, unlike contextlib's decorator form, which holds a live
+    generator: joblib and submitit launchers pickle the task."""
+
+    @functools.wraps(task)
+    def run(*args, **kwargs):
+        with exit_on_user_error():
+            return task(*args, **kwargs)
+
+    return run

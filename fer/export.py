@@ -12,6 +12,11 @@ every export). The newer torch.export-based exporter, torch's default since 2.9,
 as well and takes about 3 s; nothing in a network this simple needs what it adds.
 """
 
+if __name__ == "__main__":  # `python -m fer.export`: the command (fer/cli/export.py), run before the imports below
+    from fer.cli.export import main  # need onnx: without it, the command's one-line "pip install onnx", no traceback
+
+    main()
+
 import io
 import warnings
 from pathlib import Path

@@ -7,14 +7,13 @@ change Hydra itself (its callbacks, search path, config directory).
 """
 
 import re
-from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 
 from fer.errors import FerError
+from fer.paths import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Hydra's flags that take their value as the next argument (the rest are key=value or bare flags).
 _FLAGS_WITH_VALUE = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
 # Hydra runs no job with these: it prints something and exits.

@@ -1,8 +1,17 @@
-"""Files the project ships (the model, the configs), found from any working directory."""
+"""Files the project ships (the model, the configs), found from any working directory.
 
+Found through importlib.resources, so the same code serves a source checkout (also `pip install -e .`),
+where the configs are the top-level conf/ beside fer/, and an installed package (`pip install .`, a
+wheel), which carries them as fer/conf (pyproject.toml maps the package `fer.conf` to conf/).
+"""
+
+from importlib.resources import files
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(str(files("fer")))  # fer/ itself (an installed package is never zipped: pip unpacks wheels)
+# Where relative paths in the configs (fer/weights/...) start: the checkout, or site-packages when installed.
+PROJECT_ROOT = PACKAGE_DIR.parent
+CONF_DIR = PACKAGE_DIR / "conf" if (PACKAGE_DIR / "conf").is_dir() else PROJECT_ROOT / "conf"
 
 
 def in_project(path: str | Path) -> Path:

@@ -33,16 +33,13 @@ def run_job(cfg: DictConfig):
             metrics = run(cfg)
         return metrics.get("val", {}).get("acc")  # what a sweeper (e.g. Optuna) maximises
     except Exception as e:
+        if not multirun:
+            raise  # the entry point's exit_on_user_error: a user's error on one line, exit 2
         user = user_error(e)  # a FerError, or one Hydra wrapped while building an object from the config
         if user is not None:
-            if not multirun:
-                print(f"error: {user}", file=sys.stderr, flush=True)
-                sys.exit(2)
             _record_failure(str(user))
             return None
         # a bug or a crash in one job must not take the other jobs down
-        if not multirun:
-            raise
         log.error("job failed:\n%s", traceback.format_exc())
         _record_failure(f"{type(e).__name__}: {e}")
     return None

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from fer.infer.detect import Box, iou
-from fer.infer.scenes import background
+from scenes import background
 
 SIZE = (640, 480)
 

@@ -15,7 +15,7 @@ from fer.errors import FerError
 from fer.infer.align import FaceAligner
 from fer.infer.detect import Detection, HaarDetector, iou
 from fer.infer.retinaface import RetinaFaceDetector, priors
-from fer.infer.scenes import background, place_faces
+from scenes import background, place_faces
 from fer.infer.track import FaceTracker
 from fer.preprocess import square_grey_face
 

@@ -28,7 +28,10 @@ from conftest import ROOT, run_cli
 pytestmark = pytest.mark.slow
 
 SCRIPTS = ("train.py", "infer.py", "export.py")
-COMMAND = re.compile(r"\bpython (?:train|infer|export)\.py\b")
+# python train.py, or the same command installed: python -m fer.train, fer-train (run as train.py: tests/test_packaging.py
+# shows the three forms are one)
+COMMAND = re.compile(r"\bpython (?:train|infer|export)\.py\b|\bpython -m fer\.(?:train|infer|export)\b|\bfer-(?:train|infer|export)\b")
+INSTALLED = re.compile(r"^(?:python -m fer\.|fer-)(train|infer|export)\b")
 SHRINK = {"trainer.max_epochs": "1", "trainer.limit_train_batches": "2", "trainer.limit_val_batches": "2",
           "trainer.limit_test_batches": "2", "eval_train_split": "false", "calibrate": "false",
           "data.eval_batch_size": "64"}  # 2 batches of 64 faces to validate and test (ten-crop TTA: 10 views each)
@@ -119,7 +122,7 @@ def documented_commands() -> list[Documented]:
             if got is None:
                 continue
             command, exit_code = got
-            words = shlex.split(_synopsis_to_command(command))
+            words = shlex.split(INSTALLED.sub(r"python \1.py", _synopsis_to_command(command)))
             key = _what_runs(words[1], tuple(words[2:])) + (exit_code,)
             if key not in seen:
                 seen.add(key)
@@ -212,7 +215,7 @@ def _value(args, key: str) -> str | None:
 
 
 def _video(path: Path, faces):
-    from fer.infer.scenes import place_faces, write_video
+    from scenes import place_faces, write_video
 
     frames = [place_faces(faces[:2], [(40 + 4 * t, 120), (360, 140)])[0] for t in range(8)]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +223,7 @@ def _video(path: Path, faces):
 
 
 def _image(path: Path, faces, crop: bool = False):
-    from fer.infer.scenes import place_faces
+    from scenes import place_faces
 
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), faces[0] if crop else place_faces(faces[:2], [(40, 120), (360, 140)])[0])

@@ -18,7 +18,7 @@ from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector
 from fer.infer.onnx_backend import MARKER, OnnxFaceClassifier
 from fer.infer.retinaface import RetinaFaceDetector
-from fer.infer.scenes import background, detectable, drifting_faces, write_video
+from scenes import background, detectable, drifting_faces, write_video
 from fer.labels import EMOTIONS
 from fer.meta import stored_face
 

@@ -12,8 +12,8 @@ from test_cli import assert_clean_error
 
 from fer.data.folders import read_folders
 from fer.data.reader import _BadRows
-from fer.infer.scenes import background, place_faces
 from fer.labels import EMOTIONS
+from scenes import background, place_faces
 
 FER2013_FACES = {"class_names": EMOTIONS, "image_size": 48}  # what conf/data/fer2013.yaml gives the folder reader
 SHIPPED = ROOT / "fer" / "weights" / "fer2013_regularized.ckpt"

@@ -19,7 +19,7 @@ from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector, iou
 from fer.infer.draw import EMOTION_COLOURS, SMALLEST_READABLE_SIDE
 from fer.infer.retinaface import RetinaFaceDetector
-from fer.infer.scenes import background, detectable, drifting_faces, place_faces, write_video
+from scenes import background, detectable, drifting_faces, place_faces, write_video
 from fer.labels import EMOTIONS
 
 BLANK = 6  # the clip opens with this many frames without a face (a detection frame follows: detect_every=3)

@@ -13,7 +13,7 @@ from fer.infer.detect import FaceDetector, HaarDetector, iou
 from fer.infer.draw import EMOTION_COLOURS, UNCERTAIN_COLOUR, Annotator, to_bgr8
 from fer.infer.faces import FaceResult
 from fer.infer.pipeline import Pipeline
-from fer.infer.scenes import FACE_SCALE, detectable, place_faces
+from scenes import FACE_SCALE, detectable, place_faces
 from fer.infer.sources import open_source
 from fer.infer.track import FaceTracker
 from fer.labels import EMOTIONS
@@ -90,7 +90,7 @@ def test_detector_finds_faces_where_they_were_placed(faces, detector):
 
 
 def test_detector_sees_no_face_on_an_empty_frame(detector):
-    from fer.infer.scenes import background
+    from scenes import background
 
     assert detector.detect(grey_of(background((640, 480)))) == []
 

@@ -1,7 +1,11 @@
 """Messages reach the user whole: a refusal is never cut mid-sentence, and a foreign library's
 message quoted inside ours is cut, when at all, at a word boundary and marked as cut."""
 
-from fer.errors import first_line
+import pickle
+
+import pytest
+
+from fer.errors import FerError, exit_on_user_error, first_line, task_exits_on_user_error
 from fer.sweep import summarize_sweep
 
 LONG_REFUSAL = ("data.batch_size must be a positive whole number, not 0: it is the number of faces in one training "
@@ -24,3 +28,38 @@ def test_a_quoted_message_is_cut_at_a_word_and_says_so():
     cut = first_line("word " * 100, limit=42)
     assert cut.endswith(" ...") and len(cut) <= 46 and "wor ..." not in cut
     assert first_line("") == ""
+
+
+def test_every_entry_point_ends_a_users_error_with_one_line_and_exit_code_2(capsys):
+    @task_exits_on_user_error
+    def task(cfg):
+        raise FerError(f"{cfg}: no such file; give data.path=PATH")
+
+    with pytest.raises(SystemExit) as e:
+        task("data.path=x.csv")
+    assert e.value.code == 2 and capsys.readouterr().err == "error: data.path=x.csv: no such file; give data.path=PATH\n"
+
+    def build():  # a refusal that hydra.utils.instantiate wrapped ("Error in call to target ...")
+        try:
+            raise FerError("model.net.dropout must be in [0, 1)")
+        except FerError as refusal:
+            raise RuntimeError("Error in call to target 'fer.module.EmotionClassifier'") from refusal
+
+    with pytest.raises(SystemExit) as e, exit_on_user_error():
+        build()
+    assert e.value.code == 2 and capsys.readouterr().err == "error: model.net.dropout must be in [0, 1)\n"
+
+    with pytest.raises(SystemExit) as e, exit_on_user_error():
+        raise KeyboardInterrupt
+    assert e.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+    with pytest.raises(ValueError), exit_on_user_error():  # a bug keeps its traceback
+        raise ValueError("a bug")
+
+
+def test_a_wrapped_task_can_be_pickled_for_the_joblib_and_slurm_launchers():
+    cloudpickle = pytest.importorskip("cloudpickle")
+    from fer.cli import train
+
+    task = pickle.loads(cloudpickle.dumps(train.task.__wrapped__))  # what @hydra.main hands to the launcher
+    assert callable(task)

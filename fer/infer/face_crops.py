@@ -10,10 +10,10 @@ from omegaconf import OmegaConf
 
 from fer.infer.align import FaceAligner
 from fer.infer.detect import Detector
-from fer.paths import PROJECT_ROOT
+from fer.paths import CONF_DIR
 from fer.preprocess import square_grey_face, to_grey
 
-CONF = PROJECT_ROOT / "conf"
+CONF = CONF_DIR
 
 
 class LargestFace:
