@@ -26,7 +26,9 @@ def make(overrides):
 def test_groups_have_the_documented_options():
     assert options("model") == ["baseline", "regularized", "vgg"]
     assert {"default", "gpu", "ddp"} <= set(options("trainer"))
-    assert options("data") == ["fer2013"] and options("preprocess") == ["default"]
+    assert options("data") == ["fer2013"] and options("face") == ["default"]
+    assert {"default", "early_stopping", "ema", "freeze_features"} <= set(options("callbacks"))
+    assert options("logger") == ["csv", "tensorboard"]
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -35,7 +37,7 @@ def test_every_model_instantiates(model):
     net_model = instantiate(cfg.model)
     assert isinstance(net_model, EmotionClassifier)
     assert net_model.net_spec["arch"] == model
-    assert net_model.preprocess["image_size"] == 48  # the preprocess group travels with the model
+    assert "face" not in cfg.model and not hasattr(net_model, "face")  # the face settings reach the checkpoint by a callback
     dm = instantiate(cfg.data)
     assert isinstance(dm, FER2013DataModule) and dm.input_size == net_model.input_size
 
@@ -82,7 +84,7 @@ def test_gpu_and_ddp_trainers_compose():
 
 
 def test_dropout_knob_reaches_the_network():
-    model = instantiate(make(["model=regularized", "model.dropout=0.25"]).model)
+    model = instantiate(make(["model=regularized", "model.net.dropout=0.25"]).model)
     assert model.net_spec["dropout"] == 0.25
     assert model.net.classifier[3].p == 0.25
 

@@ -45,7 +45,7 @@ def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2
         got = net(to_network_input(images, meta["mean"], meta["std"], meta["input_size"]))
     assert torch.allclose(expected, got, atol=1e-5)  # channels_last vs plain layout: same maths, other summation order
     assert meta["class_names"][3] == "Happy" and abs(meta["mean"] - dm.mean) < 1e-6
-    assert meta["net"]["arch"] == "baseline" and meta["preprocess"]["image_size"] == 48
+    assert meta["net"]["arch"] == "baseline" and meta["net"]["dropout"] == 0.0  # dropout: a setting of the network
     reloaded = EmotionClassifier.from_checkpoint(tmp_path / "m.ckpt")
     assert len(reloaded.history) == 3
 
@@ -63,7 +63,7 @@ def test_same_seed_same_result(tiny_csv, tmp_path):
 
 def test_ema_weights_are_validated_checkpointed_and_tested(tiny_csv, tmp_path):
     args = [f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=2", "model=baseline", "trainer.enable_progress_bar=false"]
-    r = run_cli(["train.py", *args, "ema_decay=0.5", f"hydra.run.dir={tmp_path / 'ema'}"])
+    r = run_cli(["train.py", *args, "callbacks=ema", "callbacks.ema.decay=0.5", f"hydra.run.dir={tmp_path / 'ema'}"])
     assert r.returncode == 0, r.stderr[-2000:]
     best = next((tmp_path / "ema" / "checkpoints").glob("best-*.ckpt"))
     ckpt = torch.load(best, weights_only=True)
@@ -76,8 +76,8 @@ def test_ema_weights_are_validated_checkpointed_and_tested(tiny_csv, tmp_path):
     trained = json.loads((tmp_path / "ema" / "metrics.json").read_text())["test"]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
     assert trained["loss"] == pytest.approx(evaluated["loss"], rel=1e-5)
-    r = run_cli(["train.py", *args, "ema_decay=1.5", f"hydra.run.dir={tmp_path / 'bad'}"])
-    assert r.returncode == 2 and "ema_decay must lie between 0 and 1" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(["train.py", *args, "callbacks=ema", "callbacks.ema.decay=1.5", f"hydra.run.dir={tmp_path / 'bad'}"])
+    assert r.returncode == 2 and "callbacks.ema.decay must lie between 0 and 1" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.fixture(scope="module")
