@@ -17,7 +17,7 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
-    """cfg: the `logger` group (name -> config); [] when there is none (logger=null: no logger)."""
+    """cfg: the `logger` group (name -> config); [] when there is none (`~logger`: no logger)."""
     return _instantiate_all(cfg, "logger", Logger)
 
 
