@@ -193,7 +193,8 @@ def _report(cfg, trainer: L.Trainer, model: EmotionClassifier, run_dir: Path, me
 
 
 def _log_hyperparams(loggers, cfg, metrics: dict):
-    params = _flat_hparams(cfg)
+    # The whole config, nested: TensorBoard flattens it itself (model/optimizer/lr); csv keeps it as YAML.
+    params = OmegaConf.to_container(cfg, resolve=True)
     final = {"hp/val_acc": metrics["val"].get("acc") or 0.0, "hp/test_acc": metrics["test"]["acc"]}
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
@@ -390,21 +391,6 @@ def _save_figures(run_dir: Path, model: EmotionClassifier):
     acc = model.test_results["test/acc"]
     fig = plots.confusion_figure(model.test_results["confmat"], model.class_names, f"{model.net_spec['arch']}, test (PrivateTest) accuracy {acc:.1%}")
     plots.save(fig, run_dir / "confusion_test.png")
-
-
-def _flat_hparams(cfg) -> dict:
-    flat = {}
-
-    def walk(node, prefix):
-        for k, v in node.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                walk(v, key + ".")
-            elif k != "_target_":
-                flat[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
 
 
 def _calibration_line(report: dict | None) -> str:
