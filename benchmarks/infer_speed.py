@@ -118,11 +118,10 @@ def random_checkpoint(folder: Path, model_name: str = "regularized") -> Path:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model_name}"])
     torch.manual_seed(0)
-    preprocess = {"image_size": 48, "align": True, "margin": 0.0, "gamma": "auto"}
     net = OmegaConf.to_container(cfg.model.net)
-    model = EmotionClassifier(net=net, input_size=cfg.model.input_size, preprocess=preprocess)
+    model = EmotionClassifier(net=net, input_size=cfg.model.input_size)
     path = folder / f"{model_name}_untrained.ckpt"
-    torch.save({"fer": model.fer_meta(), "state_dict": model.state_dict()}, path)
+    torch.save({"fer": {**model.fer_meta(), "face": OmegaConf.to_container(cfg.face)}, "state_dict": model.state_dict()}, path)
     return path
 
 

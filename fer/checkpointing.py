@@ -6,6 +6,8 @@
 - RunRecord: the overrides the run trained with, in every checkpoint: what a resume re-applies
   (fer.resume), read from the checkpoint it continues rather than from .hydra/overrides.yaml, which
   any later command in the same dir can rewrite.
+- FaceSettings: how inference is to prepare faces for this model (conf/face), in every checkpoint's
+  `fer` meta under "face": written here once, beside the model's own meta, not carried by the model.
 - RunCheckpoint: the paths a ModelCheckpoint keeps in a checkpoint (best model, top k, last) are
   stored relative to its directory and re-rooted on loading, so a run dir that was moved or copied
   resumes into itself: it never tests, calibrates or deletes a file of the run it was copied from.
@@ -17,6 +19,7 @@ model (1.5M, SGD) 12 MB. All of it is needed to resume exactly; slim copies for 
 (fer.checkpoint.save_slim) keep the weights alone, in fp16.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +83,12 @@ class RunRecord(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         pass  # a resumed run records the overrides it runs with now (fer.resume put the earlier ones first)
+
+
+class FaceSettings(Callback):
+    def __init__(self, face: Mapping):
+        self.face = dict(face)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        # Lightning calls this before the module's own hook, which merges its meta into this entry.
+        checkpoint.setdefault("fer", {})["face"] = dict(self.face)

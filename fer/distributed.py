@@ -111,5 +111,5 @@ def _config_flags(args: list[str]) -> list[str]:
 
 
 def _quoted(path) -> str:
-    # Sweep job dirs hold '=' and ',' (0_model.dropout=0.2,model=baseline): quoted, Hydra reads one value.
+    # Sweep job dirs hold '=' and ',' (0_model.net.dropout=0.2,model=baseline): quoted, Hydra reads one value.
     return "'" + str(path).replace("'", "\\'") + "'"

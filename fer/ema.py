@@ -1,4 +1,5 @@
-"""An exponential moving average (EMA) of the weights, as a Lightning callback: `ema_decay=0.999`.
+"""An exponential moving average (EMA) of the weights, as a Lightning callback:
+`callbacks=ema callbacks.ema.decay=0.999` (conf/callbacks/ema.yaml).
 
 Validation, the checkpoints (best and last) and the test all use the averaged weights; the raw
 ones are kept beside them in the checkpoint so a resumed run continues both. Built on Lightning's
@@ -22,7 +23,7 @@ CONSTANT_BUFFERS = ("pixel_mean", "pixel_std", "class_weight")
 class EMAWeights(WeightAveraging):
     def __init__(self, decay: float = 0.999):
         if not 0.0 < decay < 1.0:
-            raise FerError(f"ema_decay must lie between 0 and 1 (0.999 averages over about 1,000 steps), not {decay}")
+            raise FerError(f"callbacks.ema.decay must lie between 0 and 1 (0.999 averages over about 1,000 steps), not {decay}")
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
         self.decay = decay
 

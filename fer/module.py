@@ -48,21 +48,17 @@ class EmotionClassifier(L.LightningModule):
         scheduler: Callable | None = None,
         scheduler_interval: str = "step",
         input_size: int = 48,
-        dropout: float | None = None,
         label_smoothing: float = 0.0,
         class_weights: str | Sequence[float] | None = None,
         channels_last: bool = False,
         class_names: Sequence[str] = EMOTIONS,
         image_size: int = 48,  # the side of the data set's square grey faces (data.image_size), of which input_size is a crop
-        preprocess: Mapping | None = None,
         tta: str = "none",
     ):
         super().__init__()
-        # `net` is a plain spec such as {"arch": "regularized", "widths": [...]}; `dropout` is kept
-        # beside it as the one knob sweeps turn (model.dropout=0.2,0.35,0.5).
+        # `net` is a plain spec such as {"arch": "regularized", "widths": [...], "dropout": 0.4}
+        # (conf/model/<arch>.yaml); the input size and class count come from the data.
         spec = {**net, "input_size": input_size, "num_classes": len(class_names)}
-        if dropout is not None:
-            spec["dropout"] = dropout
         self.net_spec = spec
         self.net = build_net(**spec)
         _check_learning_rate(getattr(optimizer, "keywords", {}).get("lr"))
@@ -73,7 +69,6 @@ class EmotionClassifier(L.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         self.class_names = list(class_names)
         self.image_size = int(image_size)
-        self.preprocess = dict(preprocess or {})
         # Test-time augmentation for the test split (fer.tta); validation stays on the centre crop,
         # cheap every epoch and the same for every setting, so model selection does not depend on it.
         self.tta = check_mode(tta)
@@ -99,8 +94,7 @@ class EmotionClassifier(L.LightningModule):
         meta = ckpt["fer"]
         spec = dict(meta["net"])
         arch = {k: v for k, v in spec.items() if k not in ("input_size", "num_classes")}
-        model = cls(net=arch, input_size=spec["input_size"], class_names=meta["class_names"], image_size=stored_image_size(meta),
-                    preprocess=meta.get("preprocess"))
+        model = cls(net=arch, input_size=spec["input_size"], class_names=meta["class_names"], image_size=stored_image_size(meta))
         try:
             missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
         except RuntimeError as e:  # a tensor of another shape than the stored spec builds
@@ -125,13 +119,13 @@ class EmotionClassifier(L.LightningModule):
             "mean": float(self.pixel_mean),
             "std": float(self.pixel_std),
             "input_size": self.input_size,
-            "preprocess": self.preprocess,
             "history": self.history,
             "temperature": self.temperatures,
         }
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["fer"] = self.fer_meta()
+        # Merged, not replaced: callbacks write their part of the meta first (fer.checkpointing.FaceSettings: "face").
+        checkpoint["fer"] = {**checkpoint.get("fer", {}), **self.fer_meta()}
 
     def on_load_checkpoint(self, checkpoint):
         meta = checkpoint.get("fer", {})
@@ -209,10 +203,14 @@ class EmotionClassifier(L.LightningModule):
         return {**result, "recall": dict(zip(self.class_names, recall)), "confmat": confmat}
 
     def _log_confusion(self, tag: str, confmat):
-        experiment = getattr(self.logger, "experiment", None)
-        if self.trainer.is_global_zero and hasattr(experiment, "add_figure"):
-            fig = confusion_figure(confmat, self.class_names, f"{tag} (epoch {self.current_epoch + 1})")
-            experiment.add_figure(tag, fig, global_step=self.current_epoch, close=True)
+        # To every logger that takes figures (TensorBoard); others (logger=csv) have no place for one.
+        if not self.trainer.is_global_zero:
+            return
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_figure"):
+                fig = confusion_figure(confmat, self.class_names, f"{tag} (epoch {self.current_epoch + 1})")
+                experiment.add_figure(tag, fig, global_step=self.current_epoch, close=True)
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:

@@ -38,6 +38,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         if not overrides_file.is_file():
             return argv  # not one of our run dirs: resume with the config as given, in a new dir
         recorded, source = _recorded(overrides_file), overrides_file
+    recorded, _ = overrides.rename_overrides(recorded)  # a run from before a setting moved: its new spelling
     kept, refused = [], []
     for line in recorded:
         try:

@@ -209,7 +209,7 @@ def format_spread(figure: str, values: list) -> str:
 
 
 def _distinguishing_labels(rows: list[dict]) -> list[str]:
-    """Each job named by the overrides in which it differs from the others (model.dropout=0.2)."""
+    """Each job named by the overrides in which it differs from the others (model.net.dropout=0.2)."""
     overrides = [dict(o.split("=", 1) for o in r["overrides"].split() if "=" in o) for r in rows]
     keys = [k for k in dict.fromkeys(k for o in overrides for k in o) if len({o.get(k) for o in overrides}) > 1]
     return [" ".join(f"{k}={o.get(k)}" for k in keys) or r["job"] for o, r in zip(overrides, rows)]

@@ -1,4 +1,5 @@
-"""What `python train.py` does: seed -> instantiate -> fit -> test the best checkpoint -> report."""
+"""What `python train.py` does: build data -> build model -> build trainer -> fit -> test the best
+checkpoint -> evaluate (Training split, calibration) -> report (metrics.json, figures, loggers)."""
 
 import json
 import logging
@@ -14,15 +15,15 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from fer import calibration, distributed, plots, precision, runinfo, warmstart
 from fer.checkpoint import read_checkpoint, save_slim, update_meta
-from fer.checkpointing import AtomicCheckpointIO, RunCheckpoint, RunRecord
-from fer.ema import EMAWeights
+from fer.checkpointing import AtomicCheckpointIO
 from fer.errors import FerError
+from fer.instantiators import instantiate_callbacks, instantiate_loggers
 from fer.module import EmotionClassifier
 from fer.paths import in_project
 from fer.rundir import holds_run, occupied_message
@@ -61,72 +62,101 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightn
 
 def run(cfg: DictConfig) -> dict:
     t0 = time.time()
+    run_dir = _start(cfg)
+    datamodule = _build_data(cfg)
+    model, init_from = _build_model(cfg, datamodule)
+    trainer = _build_trainer(cfg)
+    test_ckpt = _fit(cfg, trainer, model, datamodule, run_dir) if cfg.train else None
+    _test(trainer, model, datamodule, test_ckpt, run_dir)
+    if not trainer.is_global_zero:
+        return {}
+    metrics = _evaluate(cfg, trainer, model, datamodule, run_dir, test_ckpt, init_from, t0)
+    _report(cfg, trainer, model, run_dir, metrics)
+    return metrics
+
+
+def _start(cfg: DictConfig) -> Path:
+    """Checks that need no data, the DDP workers briefed, the seed set: the run dir."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    resuming = bool(cfg.train and cfg.ckpt_path)
     if cfg.train:
         _check_epochs(cfg.trainer.max_epochs)
     distributed.keep_log_files_to_rank_zero()
     # Rank 0 alone checks: DDP workers join the run it has started in this dir (and write nothing there).
-    if distributed.is_rank_zero() and not resuming and holds_run(run_dir):  # train.py checked hydra.run.dir= already
+    if distributed.is_rank_zero() and not _resuming(cfg) and holds_run(run_dir):  # train.py checked hydra.run.dir= already
         raise FerError(occupied_message(run_dir))
     distributed.brief_workers(run_dir, hydra_cfg.overrides.task, hydra_cfg.overrides.hydra, sys.argv)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    return run_dir
 
+
+def _resuming(cfg: DictConfig) -> bool:
+    return bool(cfg.train and cfg.ckpt_path)
+
+
+def _build_data(cfg: DictConfig):
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
+    return datamodule
+
+
+def _build_model(cfg: DictConfig, datamodule) -> tuple[EmotionClassifier, Path | None]:
+    """The model to train (new, resumed, or warm-started from init_from) or the checkpoint to evaluate,
+    with the data set to normalise faces as the weights expect. Returns (model, init_from)."""
     init_from = in_project(cfg.init_from) if cfg.get("init_from") else None  # the shipped model from any directory
     if cfg.train:
         model = instantiate(cfg.model)
-        if resuming:
+        if _resuming(cfg):
             _check_resumable(cfg.ckpt_path, model)
         elif init_from:
             start = warmstart.load_initial_weights(model, init_from)
             # The weights expect the faces normalised as they were trained; keep that, not this data's statistics.
             datamodule.pin_preprocessing(float(start["mean"]), float(start["std"]), model.input_size)
-    else:
-        if init_from:
-            raise FerError("init_from= starts a training run from a checkpoint's weights; to evaluate a checkpoint use train=false ckpt_path=PATH")
-        if not cfg.ckpt_path:
-            raise FerError("train=false evaluates a checkpoint: give it with ckpt_path=PATH")
-        model = EmotionClassifier.from_checkpoint(cfg.ckpt_path)
-        model.tta = check_mode(cfg.model.get("tta", "none"))  # model.tta=ten_crop evaluates a checkpoint with TTA
-        datamodule.pin_preprocessing(float(model.pixel_mean), float(model.pixel_std), model.input_size)
+        return model, init_from
+    if init_from:
+        raise FerError("init_from= starts a training run from a checkpoint's weights; to evaluate a checkpoint use train=false ckpt_path=PATH")
+    if not cfg.ckpt_path:
+        raise FerError("train=false evaluates a checkpoint: give it with ckpt_path=PATH")
+    model = EmotionClassifier.from_checkpoint(cfg.ckpt_path)
+    model.tta = check_mode(cfg.model.get("tta", "none"))  # model.tta=ten_crop evaluates a checkpoint with TTA
+    datamodule.pin_preprocessing(float(model.pixel_mean), float(model.pixel_std), model.input_size)
+    return model, None
 
-    # RunCheckpoint: paths relative to the run, so a moved run dir resumes into itself (fer.checkpointing).
-    checkpoint = RunCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}-acc{val/acc:.4f}", auto_insert_metric_name=False,
-        monitor="val/acc", mode="max",
-    )
-    # last.ckpt after every epoch, improved or not: what `ckpt_path=.../last.ckpt` resumes from.
-    # (ModelCheckpoint's own save_last only writes when it also writes a best checkpoint.)
-    last = RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-    callbacks = [checkpoint, last, ShardReport(), RunRecord(hydra_cfg.overrides.task)]
-    if cfg.get("ema_decay"):
-        callbacks.append(EMAWeights(cfg.ema_decay))
-    if warmstart.check_freeze(cfg.get("finetune", {}).get("freeze")) == "features":
-        callbacks.append(warmstart.FreezeFeatures())
-    if cfg.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val/acc", mode="max", patience=cfg.early_stopping_patience))
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+
+def _build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer with the callbacks and loggers of the config groups (conf/callbacks, conf/logger)."""
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
     chosen_precision, why = precision.choose(cfg.trainer.precision, cfg.trainer.accelerator)
     log.info("precision: %s (%s)", chosen_precision, why)
     # AtomicCheckpointIO: a kill while a checkpoint is written leaves the previous one whole.
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, precision=chosen_precision,
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=chosen_precision,
                                      plugins=[AtomicCheckpointIO()], **_sync_batchnorm_setting(cfg.trainer))
-    distributed.check_launcher_can_start_workers(str(hydra_cfg.launcher.get("_target_", "")), trainer)
+    distributed.check_launcher_can_start_workers(str(HydraConfig.get().launcher.get("_target_", "")), trainer)
+    return trainer
 
-    if cfg.train:
-        if resuming:
-            log.info("resuming from %s", cfg.ckpt_path)
-        with _no_events_unless_an_epoch_ran(logger, model, resuming), _ctrl_c_exits_130(trainer, lambda: _resume_hint(run_dir, model)):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path if resuming else None)
-        best = checkpoint.best_model_path
-        test_ckpt = best if best else None
-        if not best:
-            log.warning("no best checkpoint was written (fast_dev_run or no validation); testing the last weights")
-    else:
-        test_ckpt = None
+
+def _best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that ranks epochs (callbacks.best_checkpoint); None when the config has none."""
+    return next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+
+
+def _fit(cfg: DictConfig, trainer: L.Trainer, model: EmotionClassifier, datamodule, run_dir: Path) -> str | None:
+    """Train; returns the best checkpoint, which the test then loads (None: test the last weights)."""
+    resuming = _resuming(cfg)
+    if resuming:
+        log.info("resuming from %s", cfg.ckpt_path)
+    with _no_events_unless_an_epoch_ran(trainer.loggers, run_dir, model, resuming), \
+            _ctrl_c_exits_130(trainer, lambda: _resume_hint(run_dir, model)):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path if resuming else None)
+    checkpoint = _best_checkpoint(trainer)
+    best = checkpoint.best_model_path if checkpoint else ""
+    if not best:
+        log.warning("no best checkpoint was written (fast_dev_run or no validation); testing the last weights")
+    return best or None
+
+
+def _test(trainer: L.Trainer, model: EmotionClassifier, datamodule, test_ckpt: str | None, run_dir: Path):
     history = list(model.history)
     if trainer.is_global_zero:
         datamodule.setup("test")  # loaded by fit already; an evaluation-only run loads it here to count the faces
@@ -136,11 +166,13 @@ def run(cfg: DictConfig) -> dict:
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
     model.history = history  # loading the best checkpoint brought back the history as of that epoch
 
-    if not trainer.is_global_zero:
-        return {}
+
+def _evaluate(cfg, trainer: L.Trainer, model: EmotionClassifier, datamodule, run_dir: Path, test_ckpt: str | None,
+              init_from: Path | None, t0: float) -> dict:
+    """After the test: the Training split, calibration and the starting point's accuracy, as metrics.json holds them."""
     train_eval = _evaluate_train_split(model, datamodule, trainer) if cfg.train and cfg.eval_train_split else None
     calibrated = _calibrate(cfg, model, datamodule, trainer, run_dir, test_ckpt) if cfg.get("calibrate", True) else None
-    metrics = _metrics_json(cfg, model, trainer, checkpoint, train_eval, time.time() - t0)
+    metrics = _metrics_json(cfg, model, trainer, test_ckpt, train_eval, time.time() - t0)
     if calibrated:
         metrics["calibration"] = calibrated
     if init_from and cfg.train:
@@ -149,12 +181,28 @@ def run(cfg: DictConfig) -> dict:
             init_from, *_evaluated_faces(datamodule, "test", trainer.limit_test_batches), model.tta)}
         log.info("started from %s: test %.2f%% on the same faces (this run: %.2f%%)", init_from,
                  100 * metrics["init_from"]["test_acc"], 100 * metrics["test"]["acc"])
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _figures(run_dir, model)
-    logger.log_hyperparams(_flat_hparams(cfg), {"hp/val_acc": metrics["val"].get("acc") or 0.0, "hp/test_acc": metrics["test"]["acc"]})
-    logger.finalize("success")
-    _print_summary(run_dir, metrics)
     return metrics
+
+
+def _report(cfg, trainer: L.Trainer, model: EmotionClassifier, run_dir: Path, metrics: dict):
+    """metrics.json, the figures, the loggers' hyperparameters and the summary lines."""
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _save_figures(run_dir, model)
+    _log_hyperparams(trainer.loggers, cfg, metrics)
+    _print_summary(run_dir, metrics)
+
+
+def _log_hyperparams(loggers, cfg, metrics: dict):
+    # The whole config, nested: TensorBoard flattens it itself (model/optimizer/lr); csv keeps it as YAML.
+    params = OmegaConf.to_container(cfg, resolve=True)
+    final = {"hp/val_acc": metrics["val"].get("acc") or 0.0, "hp/test_acc": metrics["test"]["acc"]}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, final)  # the HPARAMS tab: the settings beside the figures they gave
+        else:
+            logger.log_hyperparams(params)
+            logger.log_metrics(final)
+        logger.finalize("success")
 
 
 def _check_epochs(max_epochs):
@@ -197,15 +245,19 @@ def _resume_hint(run_dir: Path, model: EmotionClassifier) -> str:
 
 
 @contextmanager
-def _no_events_unless_an_epoch_ran(logger: TensorBoardLogger, model: EmotionClassifier, resuming: bool):
-    """A run that fails (or is interrupted) before its first epoch ends leaves no TensorBoard events:
-    dashboards would list it as an empty run. Its train.log and .hydra/ still say what happened."""
+def _no_events_unless_an_epoch_ran(loggers, run_dir: Path, model: EmotionClassifier, resuming: bool):
+    """A run that fails (or is interrupted) before its first epoch ends leaves no TensorBoard events
+    (nor CSV rows): dashboards would list it as an empty run. Its train.log and .hydra/ still say what
+    happened. Only a logger's own folder inside the run dir goes, never the run dir itself."""
     try:
         yield
     except BaseException:
         if not resuming and not model.history and distributed.is_rank_zero():
-            logger.finalize("failed")
-            shutil.rmtree(logger.log_dir, ignore_errors=True)
+            for logger in loggers:
+                logger.finalize("failed")
+                log_dir = Path(logger.log_dir) if getattr(logger, "log_dir", None) else None
+                if log_dir and log_dir.resolve() != run_dir.resolve() and log_dir.resolve().is_relative_to(run_dir.resolve()):
+                    shutil.rmtree(log_dir, ignore_errors=True)
         raise
 
 
@@ -302,7 +354,7 @@ def _evaluated_faces(datamodule, split: str, limit):
     return data.images[:n], data.labels[:n]
 
 
-def _metrics_json(cfg, model, trainer, checkpoint, train_eval, wall) -> dict:
+def _metrics_json(cfg, model, trainer, test_ckpt: str | None, train_eval, wall) -> dict:
     history = model.history
     best = max((h for h in history if "val/acc" in h), key=lambda h: h["val/acc"], default=None)
     test = model.test_results
@@ -317,7 +369,7 @@ def _metrics_json(cfg, model, trainer, checkpoint, train_eval, wall) -> dict:
         "test": {
             "acc": test["test/acc"], "f1_macro": test["test/f1_macro"], "loss": test["test/loss"],
             "recall": test["recall"], "confusion_matrix": test["confmat"],
-            "checkpoint": str(checkpoint.best_model_path or cfg.ckpt_path or ""), "tta": model.tta,
+            "checkpoint": str(test_ckpt or cfg.ckpt_path or ""), "tta": model.tta,
         },
         "class_names": model.class_names,
         "epochs": len(history),
@@ -333,27 +385,12 @@ def _metrics_json(cfg, model, trainer, checkpoint, train_eval, wall) -> dict:
     }
 
 
-def _figures(run_dir: Path, model: EmotionClassifier):
+def _save_figures(run_dir: Path, model: EmotionClassifier):
     if model.history:
         plots.save(plots.curves_figure(model.history, f"{model.net_spec['arch']}: accuracy and loss per epoch"), run_dir / "curves.png")
     acc = model.test_results["test/acc"]
     fig = plots.confusion_figure(model.test_results["confmat"], model.class_names, f"{model.net_spec['arch']}, test (PrivateTest) accuracy {acc:.1%}")
     plots.save(fig, run_dir / "confusion_test.png")
-
-
-def _flat_hparams(cfg) -> dict:
-    flat = {}
-
-    def walk(node, prefix):
-        for k, v in node.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                walk(v, key + ".")
-            elif k != "_target_":
-                flat[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
 
 
 def _calibration_line(report: dict | None) -> str:

@@ -17,8 +17,6 @@ from fer.errors import FerError
 
 log = logging.getLogger(__name__)
 
-FREEZE_PARTS = (None, "features")
-
 
 def load_initial_weights(model, path: str | Path) -> dict:
     """Copy the network weights of checkpoint `path` into `model` (an EmotionClassifier); returns its meta.
@@ -43,25 +41,19 @@ def load_initial_weights(model, path: str | Path) -> dict:
 
 
 class FreezeFeatures(L.Callback):
-    """finetune.freeze=features: the convolutional part keeps its weights and its BatchNorm statistics;
+    """callbacks=freeze_features (conf/callbacks/freeze_features.yaml): the convolutional part keeps its weights and its BatchNorm statistics;
     only the fully connected head trains (fewer faces needed, less forgetting)."""
 
     def on_fit_start(self, trainer, pl_module):
         for p in pl_module.net.features.parameters():
             p.requires_grad_(False)
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-        log.info("finetune.freeze=features: %d of %d parameters train", trainable, sum(p.numel() for p in pl_module.parameters()))
+        log.info("callbacks=freeze_features: %d of %d parameters train", trainable, sum(p.numel() for p in pl_module.parameters()))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         # Lightning puts the whole module back in train mode after each validation; frozen
         # BatchNorm layers must keep using (and not update) their running statistics.
         pl_module.net.features.eval()
-
-
-def check_freeze(part) -> str | None:
-    if part not in FREEZE_PARTS:
-        raise FerError(f"finetune.freeze={part!r} is not known; use null (train everything) or features (train only the head)")
-    return part
 
 
 def test_accuracy(path: str | Path, images, labels, tta: str) -> float:

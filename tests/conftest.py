@@ -80,17 +80,38 @@ def tiny_csv(tmp_path) -> Path:
     return write_csv(tmp_path / "tiny.csv", random_rows())
 
 
+def model_net(arch: str = "regularized") -> dict:
+    """model.net of conf/model/<arch>.yaml: the network's settings where their defaults live (arch included)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={arch}"])
+    return OmegaConf.to_container(cfg.model.net)
+
+
+def net_kwargs(arch: str = "regularized", **changes) -> dict:
+    """What the fer.models class of `arch` is given for conf/model/<arch>.yaml (7 classes), with changes."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        input_size = compose("train", overrides=[f"model={arch}"]).model.input_size
+    spec = {k: v for k, v in model_net(arch).items() if k != "arch"}
+    return {**spec, "input_size": input_size, "num_classes": 7, **changes}
+
+
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """A fer checkpoint with untrained weights (no training needed): for loading and inference tests."""
     from fer.module import EmotionClassifier
 
     torch.manual_seed(0)
-    model = EmotionClassifier(net={"arch": "regularized"}, input_size=44, preprocess={"image_size": 48, "align": True, "margin": 0.0, "gamma": "auto"}).eval()
+    model = EmotionClassifier(net=model_net("regularized"), input_size=44).eval()
     model.pixel_mean.fill_(0.508)
     model.pixel_std.fill_(0.255)
     path = tmp_path_factory.mktemp("ckpt") / "random.ckpt"
-    torch.save({"fer": model.fer_meta(), "state_dict": model.state_dict()}, path)
+    face = {"align": True, "margin": 0.0, "gamma": "auto"}  # conf/face/default.yaml, as training stores it
+    torch.save({"fer": {**model.fer_meta(), "face": face}, "state_dict": model.state_dict()}, path)
     return path
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import net_kwargs
 from torchmetrics.classification import MulticlassCalibrationError
 
 from fer.calibration import fit_temperature, reliability
@@ -30,7 +31,7 @@ def test_views_are_the_centre_crop_its_mirror_and_the_corners():
 
 
 def test_eval_logits_average_the_views_in_one_batch():
-    net = build_net("regularized", input_size=44).eval()
+    net = build_net("regularized", **net_kwargs("regularized", input_size=44)).eval()
     x = faces(4)
     calls = []
 

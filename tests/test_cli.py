@@ -60,7 +60,7 @@ def assert_one_line_error(r, *fragments):
 
 
 BAD_VALUES = [
-    ("model.dropout=1.5", "dropout probability has to be between 0 and 1, but got 1.5"),  # raised while Hydra builds the model
+    ("model.net.dropout=1.5", "dropout probability has to be between 0 and 1, but got 1.5"),  # raised while Hydra builds the model
     ("model.tta=tencrop", "tta=tencrop is not a test-time augmentation; choose one of none, flip, ten_crop"),
     ("data.batch_size=0", "data.batch_size must be a whole number of faces, 1 or more, not 0"),
     ("data.batch_size=-1", "data.batch_size must be a whole number of faces, 1 or more, not -1"),
@@ -185,16 +185,16 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(fer2013_path, tmp_pat
 @pytest.mark.slow
 def test_dropout_multirun_writes_a_dir_per_job_and_a_ranked_summary(tiny_csv, tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli(["train.py", "-m", "model=regularized", "model.dropout=0.2,0.5", f"data.path={tiny_csv}", "data.batch_size=4",
+    r = run_cli(["train.py", "-m", "model=regularized", "model.net.dropout=0.2,0.5", f"data.path={tiny_csv}", "data.batch_size=4",
                  "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"])
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir())
-    assert len(jobs) == 2 and jobs[0].startswith("0_") and "model.dropout=0.2" in jobs[0] and "model.dropout=0.5" in jobs[1]
+    assert len(jobs) == 2 and jobs[0].startswith("0_") and "model.net.dropout=0.2" in jobs[0] and "model.net.dropout=0.5" in jobs[1]
     assert "data.path" not in jobs[0]  # where the data lives is not part of a job's name
     for j in jobs:
         assert (sweep / j / "metrics.json").exists() and (sweep / j / "tensorboard").is_dir()
     summary = (sweep / "summary.md").read_text()
-    assert "model.dropout=0.2" in summary and "model.dropout=0.5" in summary and "test_acc" in summary
+    assert "model.net.dropout=0.2" in summary and "model.net.dropout=0.5" in summary and "test_acc" in summary
     assert "Test (PrivateTest) recall per class" in summary and "| Disgust |" in summary
     assert (sweep / "summary.png").stat().st_size > 10_000  # curves and per-class recall, one figure
     rows = (sweep / "summary.csv").read_text().splitlines()
@@ -216,8 +216,8 @@ def test_a_failing_sweep_job_is_reported_and_the_others_still_run(tiny_csv, tmp_
 def test_sweep_jobs_are_labelled_by_what_sets_them_apart():
     from fer.sweep import _distinguishing_labels
 
-    rows = [{"job": f"{i}_x", "overrides": f"experiment=paper_regularized model.dropout={d} seed=1"} for i, d in enumerate((0.2, 0.5))]
-    assert _distinguishing_labels(rows) == ["model.dropout=0.2", "model.dropout=0.5"]
+    rows = [{"job": f"{i}_x", "overrides": f"experiment=paper_regularized model.net.dropout={d} seed=1"} for i, d in enumerate((0.2, 0.5))]
+    assert _distinguishing_labels(rows) == ["model.net.dropout=0.2", "model.net.dropout=0.5"]
     assert _distinguishing_labels(rows[:1]) == ["0_x"]  # nothing to tell apart: the job's name
 
 
@@ -227,7 +227,7 @@ def test_jobs_that_differ_only_in_seed_get_a_mean_and_spread(tmp_path):
     def job(i, seed, dropout, acc):
         cal = {mode: {"acc": acc + bonus, "f1_macro": acc - 0.05, "reliability_calibrated": {"ece": 0.03}}
                for mode, bonus in (("none", 0.0), ("flip", 0.01), ("ten_crop", 0.02))}
-        return {"job": f"{i}_x", "overrides": f"experiment=vgg_wide model.dropout={dropout} seed={seed}", "status": "ok",
+        return {"job": f"{i}_x", "overrides": f"experiment=vgg_wide model.net.dropout={dropout} seed={seed}", "status": "ok",
                 "val_acc": acc - 0.02, "test_acc": acc + 0.02, "test_f1_macro": acc - 0.05, "minutes": 47.0, "seed": seed,
                 "calibration": cal, "tta": "ten_crop", "rank": i + 1, "history": [{"epoch": 0, "val/acc": acc - 0.02, "time_s": 600.0}],
                 "recall": {"Angry": acc, "Disgust": 0.1}}
@@ -236,12 +236,12 @@ def test_jobs_that_differ_only_in_seed_get_a_mean_and_spread(tmp_path):
     groups = seed_spread(rows)
     assert len(groups) == 1  # dropout 0.2 has one seed: no spread to report
     g = groups[0]
-    assert g["overrides"] == "experiment=vgg_wide model.dropout=0.4" and g["seeds"] == [42, 43, 44]
+    assert g["overrides"] == "experiment=vgg_wide model.net.dropout=0.4" and g["seeds"] == [42, 43, 44]
     assert g["test_acc"] == [0.66, 0.68, 0.67]  # without TTA, from the calibration report, not the job's tta
     assert g["test_acc_ten_crop"] == pytest.approx([0.68, 0.70, 0.69])
     assert g["train_minutes"] == [10.0, 10.0, 10.0]  # the epochs' time, from the history
     text = write_summary(tmp_path, rows)
-    assert "| experiment=vgg_wide model.dropout=0.4 | 42, 43, 44 | 65.00 ± 1.00% | 67.00 ± 1.00% |" in text
+    assert "| experiment=vgg_wide model.net.dropout=0.4 | 42, 43, 44 | 65.00 ± 1.00% | 67.00 ± 1.00% |" in text
     assert json.loads((tmp_path / "seeds.json").read_text())[0]["seeds"] == [42, 43, 44]
 
 

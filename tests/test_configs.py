@@ -27,7 +27,9 @@ def make(overrides):
 def test_groups_have_the_documented_options():
     assert options("model") == ["baseline", "regularized", "vgg"]
     assert {"default", "gpu", "ddp"} <= set(options("trainer"))
-    assert options("data") == ["fer2013", "folders"] and options("preprocess") == ["default"]
+    assert options("data") == ["fer2013", "folders"] and options("face") == ["default"]
+    assert {"default", "early_stopping", "ema", "freeze_features"} <= set(options("callbacks"))
+    assert options("logger") == ["csv", "tensorboard"]
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -36,7 +38,7 @@ def test_every_model_instantiates(model):
     net_model = instantiate(cfg.model)
     assert isinstance(net_model, EmotionClassifier)
     assert net_model.net_spec["arch"] == model
-    assert net_model.preprocess["image_size"] == 48  # the preprocess group travels with the model
+    assert "face" not in cfg.model and not hasattr(net_model, "face")  # the face settings reach the checkpoint by a callback
     dm = instantiate(cfg.data)
     assert isinstance(dm, FER2013DataModule) and dm.input_size == net_model.input_size
     # the classes and the picture size reach the model from the data config (interpolation) and its checkpoint meta
@@ -86,7 +88,7 @@ def test_gpu_and_ddp_trainers_compose():
 
 
 def test_dropout_knob_reaches_the_network():
-    model = instantiate(make(["model=regularized", "model.dropout=0.25"]).model)
+    model = instantiate(make(["model=regularized", "model.net.dropout=0.25"]).model)
     assert model.net_spec["dropout"] == 0.25
     assert model.net.classifier[3].p == 0.25
 
@@ -106,3 +108,55 @@ def test_debug_smoke_shrinks_the_run_and_nothing_else(model):
     assert not smoke.eval_train_split and not smoke.calibrate
     # after an experiment in the defaults list: a recipe's 50 epochs become 1
     assert make(["experiment=paper_regularized", "debug=smoke"]).trainer.max_epochs == 1
+
+
+def instantiated(overrides, run_dir):
+    """The callbacks and loggers a run with these overrides builds, its run dir set as Hydra sets it."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from fer.instantiators import instantiate_callbacks, instantiate_loggers
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    return instantiate_callbacks(cfg.callbacks), instantiate_loggers(cfg.get("logger"))
+
+
+@pytest.mark.parametrize("overrides, added", [
+    ([], set()), (["callbacks=ema", "callbacks.ema.decay=0.99"], {"EMAWeights"}),
+    (["callbacks=early_stopping", "callbacks.early_stopping.patience=5"], {"EarlyStopping"}),
+    (["callbacks=[ema,early_stopping]"], {"EMAWeights", "EarlyStopping"}), (["callbacks=freeze_features"], {"FreezeFeatures"})])
+def test_callbacks_options_add_to_the_runs_own(tmp_path, overrides, added):
+    callbacks, _ = instantiated(overrides, tmp_path)
+    names = [type(c).__name__ for c in callbacks]
+    assert names[:5] == ["RunCheckpoint", "RunCheckpoint", "RunRecord", "FaceSettings", "ShardReport"] and set(names[5:]) == added
+    best, last = callbacks[:2]
+    assert (best.monitor, best.dirpath, last.monitor, last.dirpath) == ("val/acc", str(tmp_path / "checkpoints"), None, str(tmp_path / "checkpoints"))
+    assert callbacks[3].face == {"align": True, "margin": 0.0, "gamma": "auto"}
+    if "EMAWeights" in added and overrides[1:]:
+        assert callbacks[-1].decay == 0.99
+    if "EarlyStopping" in added:
+        assert next(c for c in callbacks if type(c).__name__ == "EarlyStopping").patience == 5
+
+
+def test_logger_options_write_where_the_run_dir_is(tmp_path):
+    (tb,) = instantiated([], tmp_path)[1]
+    assert type(tb).__name__ == "TensorBoardLogger" and Path(tb.log_dir) == tmp_path / "tensorboard"
+    (csv,) = instantiated(["logger=csv"], tmp_path)[1]
+    assert type(csv).__name__ == "CSVLogger" and Path(csv.log_dir) == tmp_path / "csv"
+    assert len(instantiated(["logger=[tensorboard,csv]"], tmp_path)[1]) == 2
+    assert instantiated(["~logger"], tmp_path)[1] == []  # no logger at all
+
+
+def test_the_model_base_is_shared_and_not_a_model():
+    # one source per default: the base's settings reach every model; the base itself is no option of model=
+    assert "base" not in options("model")
+    for model in options("model"):
+        cfg = make([f"model={model}"]).model
+        assert cfg._target_ == "fer.module.EmotionClassifier" and cfg.channels_last and cfg.tta == "none"
+        assert "dropout" in cfg.net and "dropout" not in cfg  # model.net.dropout
+        assert cfg.scheduler is not None or "scheduler_interval" not in cfg  # no setting without a scheduler to read it
+    assert make(["model=vgg"]).model.net.dropout == make(["model=regularized"]).model.net.dropout  # vgg inherits it

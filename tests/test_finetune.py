@@ -1,4 +1,4 @@
-"""Warm starts and fine-tuning on a folder of one's own faces (issue 18): init_from=, finetune.freeze,
+"""Warm starts and fine-tuning on a folder of one's own faces (issue 18): init_from=, callbacks=freeze_features,
 experiment=finetune, and class folders of pictures of any size."""
 
 import json
@@ -77,8 +77,8 @@ def test_init_from_refuses_another_architecture_and_evaluation(tmp_path):
     assert_clean_error(r, "weights do not fit", "widths")
     r = run_cli(["train.py", "train=false", f"ckpt_path={SHIPPED}", f"init_from={SHIPPED}", f"hydra.run.dir={tmp_path / 'c'}"])
     assert_clean_error(r, "init_from= starts a training run")
-    r = run_cli(["train.py", f"init_from={SHIPPED}", "finetune.freeze=head", f"hydra.run.dir={tmp_path / 'd'}"])
-    assert_clean_error(r, "finetune.freeze='head'")
+    r = run_cli(["train.py", f"init_from={SHIPPED}", "callbacks=freeze_head", f"hydra.run.dir={tmp_path / 'd'}"])
+    assert_clean_error(r, "callbacks/freeze_head", "freeze_features")
 
 
 @pytest.mark.slow
@@ -90,13 +90,13 @@ def test_finetune_on_own_faces_end_to_end(tmp_path, fer2013):
     faces = {cls: list(images[labels == c][:12]) for cls, c in picks.items()}
     root = _own_faces(tmp_path / "my_faces", faces, photo_every=4, blank="sad")
     run = tmp_path / "run"
-    r = run_cli(["train.py", "experiment=finetune", f"data.path={root}", "finetune.freeze=features", *SHORT, f"hydra.run.dir={run}"])
+    r = run_cli(["train.py", "experiment=finetune", f"data.path={root}", "callbacks=freeze_features", *SHORT, f"hydra.run.dir={run}"])
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["init_from"]["checkpoint"].endswith("fer2013_regularized.ckpt")
     assert 0 <= metrics["init_from"]["test_acc"] <= 1 and 0 <= metrics["test"]["acc"] <= 1
     log = (run / "train.log").read_text()
-    assert "sad/no_face.jpg" in log and "warm start" in log and "finetune.freeze=features" in log
+    assert "sad/no_face.jpg" in log and "warm start" in log and "callbacks=freeze_features" in log
     assert "started from" in log
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     photo, _ = place_faces([faces["happy"][0]], [(220, 120)])

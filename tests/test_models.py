@@ -3,6 +3,8 @@ import torch
 from torch import nn
 
 from fer.errors import FerError
+from conftest import net_kwargs
+
 from fer.models import BaselineCNN, RegularizedCNN, VGGFace, build_net
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -13,7 +15,7 @@ def count(net, kinds):
 
 
 def test_baseline_has_the_papers_layers():
-    net = BaselineCNN()
+    net = BaselineCNN(**net_kwargs("baseline"))
     assert (count(net, nn.Conv2d), count(net, POOLS), count(net, nn.Linear)) == (2, 2, 4)
     assert count(net, (nn.BatchNorm2d, nn.BatchNorm1d, nn.Dropout, nn.Dropout2d)) == 0  # no regularisation
     assert net(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
@@ -21,13 +23,13 @@ def test_baseline_has_the_papers_layers():
 
 @pytest.mark.parametrize("input_size", [44, 48])
 def test_regularized_has_the_papers_layers(input_size):
-    net = RegularizedCNN(input_size=input_size, conv_dropout=(0.05, 0.1, 0.15, 0.2), dropout=0.3)
+    net = RegularizedCNN(**net_kwargs("regularized", input_size=input_size, conv_dropout=(0.05, 0.1, 0.15, 0.2), dropout=0.3))
     assert (count(net, nn.Conv2d), count(net, POOLS), count(net, nn.Linear)) == (8, 4, 4)
     assert count(net, nn.BatchNorm2d) == 8 and count(net, nn.BatchNorm1d) == 3
     rates = [m.p for m in net.modules() if isinstance(m, (nn.Dropout, nn.Dropout2d))]
     assert rates == [0.05, 0.1, 0.15, 0.2, 0.3, 0.3, 0.3]  # each dropout layer its own rate
     kernel = max(m.kernel_size[0] for m in net.modules() if isinstance(m, nn.Conv2d))
-    assert kernel < BaselineCNN().features[0].kernel_size[0]  # smaller kernels than the baseline
+    assert kernel < BaselineCNN(**net_kwargs("baseline")).features[0].kernel_size[0]  # smaller kernels than the baseline
     assert net.eval()(torch.zeros(2, 1, input_size, input_size)).shape == (2, 7)
 
 
@@ -40,9 +42,9 @@ def test_build_net_rejects_unknown_architectures_and_arguments():
 
 @pytest.mark.parametrize("global_pool", [False, True])
 def test_vgg_stacks_its_stages_and_keeps_the_head_small(global_pool):
-    net = VGGFace(input_size=44, widths=(16, 32, 64, 128), convs_per_stage=3, hidden=(32,), global_pool=global_pool)
+    net = VGGFace(**net_kwargs("vgg", input_size=44, widths=(16, 32, 64, 128), convs_per_stage=3, hidden=(32,), global_pool=global_pool))
     assert (count(net, nn.Conv2d), count(net, nn.MaxPool2d), count(net, nn.Linear)) == (12, 4, 2)
     assert net.classifier[1].in_features == (128 if global_pool else 128 * 2 * 2)  # 44 -> 22 -> 11 -> 5 -> 2
     assert net.eval()(torch.zeros(2, 1, 44, 44)).shape == (2, 7)
     with pytest.raises(FerError, match="nothing of a 8 px input"):
-        build_net("vgg", input_size=8)
+        build_net("vgg", **net_kwargs("vgg", input_size=8))

@@ -194,11 +194,11 @@ def test_a_moved_run_dir_resumes_into_itself_and_touches_nothing_outside(finishe
 
 
 # --- 6: a crafted run folder runs nothing ---------------------------------------------------------
-SAFE = ["model=vgg", "model.dropout=0.2", "data.path=/data/fer2013.csv", "~model.scheduler", "trainer.max_epochs=3",
+SAFE = ["model=vgg", "model.net.dropout=0.2", "data.path=/data/fer2013.csv", "~model.scheduler", "trainer.max_epochs=3",
         "model.net.widths=[8,16]", "seed=${model.optimizer.lr}"]
 UNSAFE = ["+hydra.callbacks.x._target_=builtins.open", "hydra/launcher=joblib", "hydra.job.chdir=true",
           "model.optimizer._target_=os.system", "+model.scheduler={_target_:os.system,command:x}", "trainer.plugins=[{_target_:x}]",
-          "model@hydra.x=vgg", "model=../../tmp/evil", "data.path=${oc.env:HOME}", "model.dropout=0.1,0.2"]
+          "model@hydra.x=vgg", "model=../../tmp/evil", "data.path=${oc.env:HOME}", "model.net.dropout=0.1,0.2"]
 
 
 def test_only_the_projects_own_settings_are_re_applied():
@@ -216,13 +216,13 @@ def crafted_run(tmp_path: Path, overrides: list[str]) -> Path:
 
 
 def test_resume_says_what_it_re_applies_and_refuses_the_rest(tmp_path, capsys):
-    run_dir = crafted_run(tmp_path, ["model.dropout=0.2", "trainer.max_epochs=3", "ckpt_path=x"])
+    run_dir = crafted_run(tmp_path, ["model.net.dropout=0.2", "trainer.max_epochs=3", "ckpt_path=x"])
     argv = resume_argv(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=5"])
-    assert argv[1:] == ["model.dropout=0.2", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=5",
+    assert argv[1:] == ["model.net.dropout=0.2", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=5",
                         f"hydra.run.dir='{run_dir}'"]
-    assert f"resuming {run_dir} with its overrides: model.dropout=0.2" in capsys.readouterr().err
+    assert f"resuming {run_dir} with its overrides: model.net.dropout=0.2" in capsys.readouterr().err
 
-    run_dir = crafted_run(tmp_path / "b", ["model.dropout=0.2", "+hydra.callbacks.x._target_=builtins.open"])
+    run_dir = crafted_run(tmp_path / "b", ["model.net.dropout=0.2", "+hydra.callbacks.x._target_=builtins.open"])
     with pytest.raises(FerError, match=r"not resuming: .*\+hydra.callbacks.x._target_=builtins.open \(a Hydra setting\)"):
         resume_argv(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt"])
     (run_dir / ".hydra" / "overrides.yaml").write_text("{a: 1}\n")
@@ -233,9 +233,9 @@ def test_resume_says_what_it_re_applies_and_refuses_the_rest(tmp_path, capsys):
 def test_the_checkpoints_record_wins_and_is_checked_like_the_file(tmp_path, capsys):
     run_dir = crafted_run(tmp_path, ["model.optimizer.lr=0.5"])  # .hydra/ rewritten by some later command
     last = run_dir / "checkpoints" / "last.ckpt"
-    torch.save({"callbacks": {"RunRecord": {"overrides": ["model.dropout=0.2"]}}}, last)
+    torch.save({"callbacks": {"RunRecord": {"overrides": ["model.net.dropout=0.2"]}}}, last)
     argv = resume_argv(["train.py", f"ckpt_path={last}"])
-    assert argv[1:] == ["model.dropout=0.2", f"ckpt_path={last}", f"hydra.run.dir='{run_dir}'"]
+    assert argv[1:] == ["model.net.dropout=0.2", f"ckpt_path={last}", f"hydra.run.dir='{run_dir}'"]
     torch.save({"callbacks": {"RunRecord": {"overrides": ["+hydra.callbacks.x._target_=builtins.open"]}}}, last)
     with pytest.raises(FerError, match=r"not resuming: .*last.ckpt asks for .*\(a Hydra setting\)"):
         resume_argv(["train.py", f"ckpt_path={last}"])

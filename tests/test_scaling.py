@@ -43,16 +43,16 @@ def test_eval_shards_cover_every_face_exactly_once(world_size):
 
 def test_a_ddp_worker_rejoins_its_job_and_not_the_sweep(monkeypatch):
     monkeypatch.setenv(JOB_ENV, "")  # restored after the test; brief_workers writes it
-    job_dir = "/sweeps/0_model.dropout=0.2,model=baseline/it's"
-    brief_workers(job_dir, ["model.dropout=0.2", "model=baseline"],
+    job_dir = "/sweeps/0_model.net.dropout=0.2,model=baseline/it's"
+    brief_workers(job_dir, ["model.net.dropout=0.2", "model=baseline"],
                   ["hydra.sweep.dir=/sweeps", "hydra.mode=MULTIRUN", "hydra/launcher=joblib", "hydra.job.chdir=true"],
-                  ["train.py", "-m", "--config-dir", "extra", "model.dropout=0.2,0.5", "model=baseline"])
+                  ["train.py", "-m", "--config-dir", "extra", "model.net.dropout=0.2,0.5", "model=baseline"])
     # what Lightning starts: rank 0's command line (the whole sweep) plus its own hydra.run.dir
-    lightning_cmd = ["train.py", "-m", "--config-dir", "extra", "model.dropout=0.2,0.5", "model=baseline",
+    lightning_cmd = ["train.py", "-m", "--config-dir", "extra", "model.net.dropout=0.2,0.5", "model=baseline",
                      'hydra.run.dir="outputs/runs/x"', "hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"]
     monkeypatch.setenv("LOCAL_RANK", "1")
     argv = worker_argv(lightning_cmd)
-    assert argv[:-2] == ["train.py", "--config-dir", "extra", "model.dropout=0.2", "model=baseline", "hydra.job.chdir=true"]
+    assert argv[:-2] == ["train.py", "--config-dir", "extra", "model.net.dropout=0.2", "model=baseline", "hydra.job.chdir=true"]
     assert argv[-1] == "hydra.output_subdir=null"  # workers write no .hydra/ of their own
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -99,7 +99,7 @@ def test_ddp_on_two_cpu_processes_is_one_run_that_sees_each_face_once(fer2013_pa
 @pytest.mark.slow
 def test_ddp_jobs_in_a_multirun_each_get_their_own_workers(tiny_csv, tmp_path):
     sweep, run_dir = tmp_path / "sweep", tmp_path / "not-a-run-dir"
-    r = run_cli(["train.py", "-m", *DDP_ON_CPU, "model.dropout=0.1,0.3", f"data.path={tiny_csv}", *TINY,
+    r = run_cli(["train.py", "-m", *DDP_ON_CPU, "model.net.dropout=0.1,0.3", f"data.path={tiny_csv}", *TINY,
                  f"hydra.sweep.dir={sweep}", f"hydra.run.dir={run_dir}"])
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
@@ -137,9 +137,9 @@ def test_slurm_launcher_asks_for_one_task_per_gpu_on_each_node(tmp_path, monkeyp
         return []
 
     monkeypatch.setattr(submitit.AutoExecutor, "map_array", capture_instead_of_sbatch)
-    launcher.launch([["model.dropout=0.3"]], initial_job_idx=0)
+    launcher.launch([["model.net.dropout=0.3"]], initial_job_idx=0)
 
-    assert submitted["overrides"] == (["model.dropout=0.3"],)
+    assert submitted["overrides"] == (["model.net.dropout=0.3"],)
     slurm = submitted["executor"]._executor
     assert {k: slurm.parameters[k] for k in ("nodes", "ntasks_per_node", "gpus_per_node", "partition", "time")} == {
         "nodes": 2, "ntasks_per_node": 4, "gpus_per_node": 4, "partition": "gpu", "time": 120}
@@ -172,7 +172,7 @@ def test_lightning_connects_the_tasks_srun_starts(monkeypatch):
 @pytest.mark.slow
 def test_joblib_launcher_runs_sweep_jobs_side_by_side(tiny_csv, tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli(["train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.dropout=0.1,0.3", f"data.path={tiny_csv}",
+    r = run_cli(["train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.net.dropout=0.1,0.3", f"data.path={tiny_csv}",
                  *TINY, f"hydra.sweep.dir={sweep}"])
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "Joblib.Parallel(n_jobs=2" in r.stdout + r.stderr
@@ -190,7 +190,7 @@ def test_optuna_search_space_is_the_chosen_models(model):
     sweeper = make([f"model={model}", "hparams_search=optuna"]).hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 42
-    assert sorted(k.lstrip("+") for k in sweeper.params) == ["model.dropout", "model.optimizer.lr", "model.optimizer.weight_decay"]
+    assert sorted(k.lstrip("+") for k in sweeper.params) == ["model.net.dropout", "model.optimizer.lr", "model.optimizer.weight_decay"]
     assert all("interval(" in v for v in sweeper.params.values())
     # an experiment that picks the model picks its search space too
     assert make(["experiment=paper_baseline", "hparams_search=optuna"]).hydra.sweeper.params == make(
@@ -215,8 +215,8 @@ def test_optuna_search_of_two_tiny_trials_writes_best_parameters_and_a_ranked_ta
     assert "Sampler: TPESampler" in r.stdout + r.stderr
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     params = {k.lstrip("+"): v for k, v in best["best_params"].items()}
-    assert set(params) == {"model.optimizer.lr", "model.optimizer.weight_decay", "model.dropout"}
-    assert 1e-4 <= params["model.optimizer.lr"] <= 3e-3 and 0 <= params["model.dropout"] <= 0.5  # hparams_search/space/optuna_baseline
+    assert set(params) == {"model.optimizer.lr", "model.optimizer.weight_decay", "model.net.dropout"}
+    assert 1e-4 <= params["model.optimizer.lr"] <= 3e-3 and 0 <= params["model.net.dropout"] <= 0.5  # hparams_search/space/optuna_baseline
     with open(sweep / "summary.csv") as f:
         trials = list(csv.DictReader(f))
     assert [t["rank"] for t in trials] == ["1", "2"] and all(t["status"] == "ok" for t in trials)
@@ -224,8 +224,8 @@ def test_optuna_search_of_two_tiny_trials_writes_best_parameters_and_a_ranked_ta
     assert all("model.optimizer.lr=" in t["overrides"] for t in trials)
     # the suggested values reached the trained model
     job_cfgs = [yaml.safe_load((d / ".hydra" / "config.yaml").read_text()) for d in sweep.iterdir() if d.is_dir()]
-    assert sorted(c["model"]["dropout"] for c in job_cfgs) == sorted(
-        float(re.search(r"model\.dropout=([\d.e-]+)", t["overrides"]).group(1)) for t in trials)
+    assert sorted(c["model"]["net"]["dropout"] for c in job_cfgs) == sorted(
+        float(re.search(r"model\.net\.dropout=([\d.e-]+)", t["overrides"]).group(1)) for t in trials)
 
 
 # --- bad input ---------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Real (short) training runs: in-process for the module, through `python train.py` for the product."""
 
+import csv
 import json
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+import yaml
 from conftest import run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -45,7 +47,7 @@ def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2
         got = net(to_network_input(images, meta["mean"], meta["std"], meta["input_size"]))
     assert torch.allclose(expected, got, atol=1e-5)  # channels_last vs plain layout: same maths, other summation order
     assert meta["class_names"][3] == "Happy" and abs(meta["mean"] - dm.mean) < 1e-6
-    assert meta["net"]["arch"] == "baseline" and meta["preprocess"]["image_size"] == 48
+    assert meta["net"]["arch"] == "baseline" and meta["net"]["dropout"] == 0.0  # dropout: a setting of the network
     reloaded = EmotionClassifier.from_checkpoint(tmp_path / "m.ckpt")
     assert len(reloaded.history) == 3
 
@@ -62,8 +64,10 @@ def test_same_seed_same_result(tiny_csv, tmp_path):
 
 
 def test_ema_weights_are_validated_checkpointed_and_tested(tiny_csv, tmp_path):
-    args = [f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=2", "model=baseline", "trainer.enable_progress_bar=false"]
-    r = run_cli(["train.py", *args, "ema_decay=0.5", f"hydra.run.dir={tmp_path / 'ema'}"])
+    # `python train.py callbacks=ema callbacks.ema.decay=...` on the default model, shrunk
+    args = [f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+            "eval_train_split=false", "calibrate=false"]
+    r = run_cli(["train.py", *args, "callbacks=ema", "callbacks.ema.decay=0.5", f"hydra.run.dir={tmp_path / 'ema'}"])
     assert r.returncode == 0, r.stderr[-2000:]
     best = next((tmp_path / "ema" / "checkpoints").glob("best-*.ckpt"))
     ckpt = torch.load(best, weights_only=True)
@@ -76,8 +80,43 @@ def test_ema_weights_are_validated_checkpointed_and_tested(tiny_csv, tmp_path):
     trained = json.loads((tmp_path / "ema" / "metrics.json").read_text())["test"]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
     assert trained["loss"] == pytest.approx(evaluated["loss"], rel=1e-5)
-    r = run_cli(["train.py", *args, "ema_decay=1.5", f"hydra.run.dir={tmp_path / 'bad'}"])
-    assert r.returncode == 2 and "ema_decay must lie between 0 and 1" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(["train.py", *args, "callbacks=ema", "callbacks.ema.decay=1.5", f"hydra.run.dir={tmp_path / 'bad'}"])
+    assert r.returncode == 2 and "callbacks.ema.decay must lie between 0 and 1" in r.stderr and "Traceback" not in r.stderr
+
+
+TINY_DEFAULT = ["data.batch_size=4", "trainer.enable_progress_bar=false", "eval_train_split=false", "calibrate=false"]
+
+
+def test_early_stopping_stops_a_run_that_no_longer_improves(tiny_csv, tmp_path):
+    # min_delta=1: no epoch after the first counts as better, so patience=1 stops after the second of ten
+    r = run_cli(["train.py", f"data.path={tiny_csv}", *TINY_DEFAULT, "trainer.max_epochs=10", "callbacks=early_stopping",
+                 "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1.0", f"hydra.run.dir={tmp_path}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["epochs"] == 2 and len(m["history"]) == 2
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and len(list((tmp_path / "checkpoints").glob("best-*.ckpt"))) == 1
+
+
+def test_csv_logger_writes_metrics_csv_and_the_face_settings_reach_the_checkpoint_alone(tiny_csv, tmp_path):
+    # logger=csv: plain files, no TensorBoard, and the confusion figures skipped without a word;
+    # face.*: stored in every checkpoint's meta under "face", not in the module or its hparams.
+    r = run_cli(["train.py", f"data.path={tiny_csv}", *TINY_DEFAULT, "trainer.max_epochs=2", "logger=csv", "face.gamma=1.2",
+                 "face.align=false", f"hydra.run.dir={tmp_path}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "tensorboard").exists() and "Traceback" not in r.stderr and "add_figure" not in r.stdout + r.stderr
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len([row for row in rows if row.get("val/acc")]) == 2 and any(row.get("test/acc") for row in rows)
+    assert any(row.get("hp/test_acc") for row in rows)  # the run's final figures, as the TensorBoard run has them
+    hparams = yaml.safe_load((tmp_path / "csv" / "hparams.yaml").read_text())
+    assert hparams["face"]["gamma"] == 1.2 and hparams["model"]["net"]["dropout"] == 0.4
+    face = {"align": False, "margin": 0.0, "gamma": 1.2}
+    for ckpt_path in (tmp_path / "checkpoints").glob("*.ckpt"):
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        assert ckpt["fer"]["face"] == face and "preprocess" not in ckpt["fer"], ckpt_path
+        assert "face" not in str(ckpt.get("hyper_parameters", {})) and "gamma" not in str(ckpt.get("hyper_parameters", {}))
+    model = EmotionClassifier.from_checkpoint(next((tmp_path / "checkpoints").glob("best-*.ckpt")))
+    assert "face" not in model.hparams and "preprocess" not in model.hparams and not hasattr(model, "preprocess")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from fer.distributed import worker_argv
 from fer.errors import exit_on_user_error, task_exits_on_user_error
+from fer.overrides import apply_renames
 from fer.paths import CONF_DIR
 from fer.resume import resume_argv
 from fer.rundir import refuse_occupied_run_dir
@@ -23,7 +24,7 @@ def task(cfg: DictConfig):
 
 def main():
     with exit_on_user_error():
-        # issue 16 merge (H1): `sys.argv = apply_renames(sys.argv)` goes here, first, before anything reads sys.argv
+        sys.argv = apply_renames(sys.argv)  # settings that moved keep their old spelling (model.dropout=, preprocess.*)
         require_plugins(sys.argv)
         sys.argv = resume_argv(worker_argv(sys.argv))  # a DDP worker rejoins rank 0's job, see fer/distributed.py
         refuse_occupied_run_dir(sys.argv)  # before Hydra writes .hydra/ into it

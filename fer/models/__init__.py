@@ -1,5 +1,9 @@
 """Network architectures, built from a plain spec so a checkpoint can rebuild its model without
-Hydra and without importing anything named in the file (a registry, not arbitrary imports)."""
+Hydra and without importing anything named in the file (a registry, not arbitrary imports).
+
+One rule for defaults: the model's YAML (conf/model/<arch>.yaml, `net:`) holds them, and every class
+here takes them as required keyword arguments, so no default is written twice. A checkpoint stores
+the whole spec (fer meta "net"), so it rebuilds without any YAML."""
 
 from torch import nn
 
@@ -16,7 +20,7 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
 
 
 def build_net(arch: str, **kwargs) -> nn.Module:
-    """build_net("regularized", dropout=0.3, input_size=44) -> RegularizedCNN"""
+    """build_net("regularized", num_classes=7, input_size=44, widths=[...], ...) -> RegularizedCNN"""
     if arch not in ARCHITECTURES:
         raise FerError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     try:

@@ -10,13 +10,14 @@ from torch import nn
 class BaselineCNN(nn.Module):
     def __init__(
         self,
+        *,
+        num_classes: int,
+        input_size: int,
+        widths: tuple[int, int],
+        kernel_size: int,
+        hidden: tuple[int, int, int],
+        dropout: float,
         in_channels: int = 1,
-        num_classes: int = 7,
-        input_size: int = 48,
-        widths: tuple[int, int] = (32, 64),
-        kernel_size: int = 5,
-        hidden: tuple[int, int, int] = (512, 256, 128),
-        dropout: float = 0.0,
     ):
         super().__init__()
         pad = kernel_size // 2

@@ -13,13 +13,14 @@ from torch import nn
 class RegularizedCNN(nn.Module):
     def __init__(
         self,
+        *,
+        num_classes: int,
+        input_size: int,
+        widths: Sequence[int],
+        hidden: Sequence[int],
+        conv_dropout: Sequence[float],
+        dropout: float,
         in_channels: int = 1,
-        num_classes: int = 7,
-        input_size: int = 48,
-        widths: Sequence[int] = (32, 32, 64, 64, 128, 128, 256, 256),
-        hidden: Sequence[int] = (256, 128, 64),
-        conv_dropout: Sequence[float] = (0.0, 0.0, 0.1, 0.2),
-        dropout: float = 0.4,
     ):
         super().__init__()
         if len(widths) != 8 or len(conv_dropout) != 4 or len(hidden) != 3:

@@ -15,15 +15,16 @@ from torch import nn
 class VGGFace(nn.Module):
     def __init__(
         self,
+        *,
+        num_classes: int,
+        input_size: int,
+        widths: Sequence[int],
+        convs_per_stage: int,
+        hidden: Sequence[int],
+        conv_dropout: Sequence[float] | None,
+        dropout: float,
+        global_pool: bool,
         in_channels: int = 1,
-        num_classes: int = 7,
-        input_size: int = 44,
-        widths: Sequence[int] = (64, 128, 256, 512),
-        convs_per_stage: int = 2,
-        hidden: Sequence[int] = (256,),
-        conv_dropout: Sequence[float] | None = None,
-        dropout: float = 0.4,
-        global_pool: bool = False,
     ):
         super().__init__()
         conv_dropout = list(conv_dropout) if conv_dropout is not None else [0.0] * len(widths)
