@@ -27,8 +27,10 @@ def _instantiate_all(cfg: DictConfig | None, group: str, kind: type) -> list:
         if entry is None:
             continue
         if not isinstance(entry, DictConfig) or "_target_" not in entry:
-            raise FerError(f"{group}.{name} is not a {kind.__name__} config (a mapping with a _target_); "
-                           f"see conf/{group}/ for the form, or set it to null to leave it out")
+            raise FerError(
+                f"{group}.{name} is not a {kind.__name__} config (a mapping with a _target_); "
+                f"see conf/{group}/ for the form, or set it to null to leave it out"
+            )
         obj = instantiate(entry)
         if not isinstance(obj, kind):
             raise FerError(f"{group}.{name}: {entry._target_} is not a Lightning {kind.__name__}")

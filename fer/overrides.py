@@ -57,7 +57,7 @@ def rename_overrides(args: list[str]) -> tuple[list[str], list[str]]:
             out.append(a)
             continue
         prefix = _KEY_PREFIX.match(a).group(0)
-        key, sep, value = a[len(prefix):].partition("=")
+        key, sep, value = a[len(prefix) :].partition("=")
         if key in RETIRED:
             option, setting = RETIRED[key]
             if value == "null" or prefix == "~":  # the default: switched off
@@ -84,7 +84,7 @@ def rename_overrides(args: list[str]) -> tuple[list[str], list[str]]:
 def _renamed(key: str) -> str:
     for old, new in RENAMED.items():
         if key == old or key.startswith(old + "."):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return key
 
 

@@ -105,6 +105,7 @@ def _build_model(cfg: DictConfig, datamodule) -> tuple[EmotionClassifier, Path |
     with the data set to normalise faces as the weights expect. Returns (model, init_from)."""
     init_from = in_project(cfg.init_from) if cfg.get("init_from") else None  # the shipped model from any directory
     if cfg.train:
+        _check_model_chosen(cfg.model)
         model = instantiate(cfg.model)
         if _resuming(cfg):
             _check_resumable(cfg.ckpt_path, model)
@@ -121,6 +122,14 @@ def _build_model(cfg: DictConfig, datamodule) -> tuple[EmotionClassifier, Path |
     model.tta = check_mode(cfg.model.get("tta", "none"))  # model.tta=ten_crop evaluates a checkpoint with TTA
     datamodule.pin_preprocessing(float(model.pixel_mean), float(model.pixel_std), model.input_size)
     return model, None
+
+
+def _check_model_chosen(model_cfg: DictConfig):
+    # conf/model/base/ holds what the models share and leaves their own part unset (???): picked as a model, say so.
+    unset = [k for k in ("net", "optimizer") if OmegaConf.is_missing(model_cfg, k)]
+    if unset:
+        raise FerError(f"model.{unset[0]} is not set: conf/model/base/ is what the models share, not a model; "
+                       "choose model=baseline, model=regularized or model=vgg")
 
 
 def _build_trainer(cfg: DictConfig) -> L.Trainer:

@@ -29,6 +29,8 @@ def test_missing_data_file(tmp_path):
 def test_config_typo_and_unknown_model(tmp_path):
     assert_clean_error(run_cli(["train.py", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path}"]), "max_epoch")
     assert_clean_error(run_cli(["train.py", "model=resnet", f"hydra.run.dir={tmp_path}"]), "model/resnet", "baseline", "regularized")
+    # the models' shared base is no model of its own
+    assert_clean_error(run_cli(["train.py", "model=base/classifier", f"hydra.run.dir={tmp_path / 'b'}"]), "not a model", "model=regularized")
 
 
 def test_malformed_rows_error_and_skip(tmp_path):

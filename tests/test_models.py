@@ -1,10 +1,9 @@
 import pytest
 import torch
+from conftest import net_kwargs
 from torch import nn
 
 from fer.errors import FerError
-from conftest import net_kwargs
-
 from fer.models import BaselineCNN, RegularizedCNN, VGGFace, build_net
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)

@@ -13,10 +13,30 @@ from fer.resume import resume_argv
 
 
 def test_old_spellings_are_rewritten_with_one_note(capsys):
-    argv = ["train.py", "-m", "model.dropout=0.2,0.35", "+preprocess.gamma=1.2", "preprocess=default", "~model.dropout",
-            "--config-dir", "preprocess.x", "model.dropout_rate=1", "trainer.max_epochs=3"]
-    assert apply_renames(argv) == ["train.py", "-m", "model.net.dropout=0.2,0.35", "+face.gamma=1.2", "face=default",
-                                   "~model.net.dropout", "--config-dir", "preprocess.x", "model.dropout_rate=1", "trainer.max_epochs=3"]
+    argv = [
+        "train.py",
+        "-m",
+        "model.dropout=0.2,0.35",
+        "+preprocess.gamma=1.2",
+        "preprocess=default",
+        "~model.dropout",
+        "--config-dir",
+        "preprocess.x",
+        "model.dropout_rate=1",
+        "trainer.max_epochs=3",
+    ]
+    assert apply_renames(argv) == [
+        "train.py",
+        "-m",
+        "model.net.dropout=0.2,0.35",
+        "+face.gamma=1.2",
+        "face=default",
+        "~model.net.dropout",
+        "--config-dir",
+        "preprocess.x",
+        "model.dropout_rate=1",
+        "trainer.max_epochs=3",
+    ]
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "model.dropout= is now model.net.dropout=" in err
     assert "preprocess.gamma= is now face.gamma=" in err and "preprocess= is now face=" in err
@@ -26,9 +46,16 @@ def test_old_spellings_are_rewritten_with_one_note(capsys):
 
 def test_retired_switches_become_callbacks_options(capsys):
     assert apply_renames(["train.py", "ema_decay=0.5", "trainer.max_epochs=3"]) == [
-        "train.py", "callbacks=ema", "callbacks.ema.decay=0.5", "trainer.max_epochs=3"]
+        "train.py",
+        "callbacks=ema",
+        "callbacks.ema.decay=0.5",
+        "trainer.max_epochs=3",
+    ]
     assert apply_renames(["train.py", "early_stopping_patience=3", "finetune.freeze=features", "ema_decay=null"]) == [
-        "train.py", "callbacks=[early_stopping,freeze_features]", "callbacks.early_stopping.patience=3"]
+        "train.py",
+        "callbacks=[early_stopping,freeze_features]",
+        "callbacks.early_stopping.patience=3",
+    ]
     assert "ema_decay=0.5 is now callbacks=ema callbacks.ema.decay=0.5" in capsys.readouterr().err
     with pytest.raises(FerError, match="finetune.freeze=head: .* callbacks=freeze_features"):
         apply_renames(["train.py", "finetune.freeze=head"])
@@ -40,8 +67,15 @@ def test_a_resume_re_applies_a_recorded_old_spelling_in_the_new_one(tmp_path, ca
     run_dir = crafted_run(tmp_path, ["model.dropout=0.2", "preprocess.gamma=1.2", "ema_decay=0.9"])
     last = run_dir / "checkpoints" / "last.ckpt"
     argv = resume_argv(["train.py", f"ckpt_path={last}", "trainer.max_epochs=5"])
-    assert argv[1:] == ["callbacks=ema", "model.net.dropout=0.2", "face.gamma=1.2", "callbacks.ema.decay=0.9", f"ckpt_path={last}",
-                        "trainer.max_epochs=5", f"hydra.run.dir='{run_dir}'"]
+    assert argv[1:] == [
+        "callbacks=ema",
+        "model.net.dropout=0.2",
+        "face.gamma=1.2",
+        "callbacks.ema.decay=0.9",
+        f"ckpt_path={last}",
+        "trainer.max_epochs=5",
+        f"hydra.run.dir='{run_dir}'",
+    ]
     # the new spelling on the command line wins over the recorded old one
     torch.save({"callbacks": {"RunRecord": {"overrides": ["model.dropout=0.2"]}}}, last)
     argv = resume_argv(["train.py", f"ckpt_path={last}", "model.net.dropout=0.3"])
