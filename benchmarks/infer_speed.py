@@ -119,7 +119,7 @@ def random_checkpoint(folder: Path, model_name: str = "regularized") -> Path:
         cfg = compose("train", overrides=[f"model={model_name}"])
     torch.manual_seed(0)
     net = OmegaConf.to_container(cfg.model.net)
-    model = EmotionClassifier(net=net, input_size=cfg.model.input_size)
+    model = EmotionClassifier(net=net, class_names=list(cfg.data.class_names), image_size=cfg.data.image_size, input_size=cfg.model.input_size)
     path = folder / f"{model_name}_untrained.ckpt"
     torch.save({"fer": {**model.fer_meta(), "face": OmegaConf.to_container(cfg.face)}, "state_dict": model.state_dict()}, path)
     return path

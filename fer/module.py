@@ -15,7 +15,6 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from fer.checkpoint import FORMAT, mismatch, read_checkpoint
 from fer.errors import FerError
-from fer.labels import EMOTIONS
 from fer.meta import stored_image_size
 from fer.models import build_net
 from fer.plots import confusion_figure
@@ -44,6 +43,8 @@ class EmotionClassifier(L.LightningModule):
     def __init__(
         self,
         net: Mapping,
+        class_names: Sequence[str],  # from the data config (data.class_names): the label order
+        image_size: int,  # the side of the data set's square grey faces (data.image_size), of which input_size is a crop
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
         scheduler_interval: str = "step",
@@ -51,8 +52,6 @@ class EmotionClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         class_weights: str | Sequence[float] | None = None,
         channels_last: bool = False,
-        class_names: Sequence[str] = EMOTIONS,
-        image_size: int = 48,  # the side of the data set's square grey faces (data.image_size), of which input_size is a crop
         tta: str = "none",
     ):
         super().__init__()

@@ -103,10 +103,11 @@ def net_kwargs(arch: str = "regularized", **changes) -> dict:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """A fer checkpoint with untrained weights (no training needed): for loading and inference tests."""
+    from fer.labels import EMOTIONS
     from fer.module import EmotionClassifier
 
     torch.manual_seed(0)
-    model = EmotionClassifier(net=model_net("regularized"), input_size=44).eval()
+    model = EmotionClassifier(net=model_net("regularized"), class_names=EMOTIONS, image_size=48, input_size=44).eval()
     model.pixel_mean.fill_(0.508)
     model.pixel_std.fill_(0.255)
     path = tmp_path_factory.mktemp("ckpt") / "random.ckpt"
