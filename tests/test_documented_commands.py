@@ -23,15 +23,12 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, SHRINK, run_cli  # SHRINK: the tests' shrinking of a training run
 
 pytestmark = pytest.mark.slow
 
 SCRIPTS = ("train.py", "infer.py", "export.py")
 COMMAND = re.compile(r"\bpython (?:train|infer|export)\.py\b")
-SHRINK = {"trainer.max_epochs": "1", "trainer.limit_train_batches": "2", "trainer.limit_val_batches": "2",
-          "trainer.limit_test_batches": "2", "eval_train_split": "false", "calibrate": "false",
-          "data.eval_batch_size": "64"}  # 2 batches of 64 faces to validate and test (ten-crop TTA: 10 views each)
 SWEEP_VALUES = 2  # a sweep's first axis keeps this many of its values
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -170,21 +167,7 @@ def test_the_docs_show_commands_of_every_entry_point():
 
 
 # --- what the commands need -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_run(fer2013_path, tmp_path_factory) -> Path:
-    """A run dir of the default model, trained for a few batches: last.ckpt and best-*.ckpt, made once."""
-    run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    done = run_cli(["train.py", *(f"{k}={v}" for k, v in SHRINK.items()), f"hydra.run.dir={run_dir}"],
-                   env={"FER2013_PATH": str(fer2013_path)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tiny_run) -> Path:
-    return next((tiny_run / "checkpoints").glob("best-*.ckpt"))
-
-
+# tiny_run, tiny_ckpt: the session's shared tiny run of the default model (conftest.py), never changed here
 @pytest.fixture(scope="module")
 def faces(fer2013):
     images, _ = fer2013.split("test")
