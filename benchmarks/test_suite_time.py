@@ -2,7 +2,7 @@
 as the README runs it, with the machine it ran on and how busy that machine was.
 
     python benchmarks/test_suite_time.py                 # writes benchmarks/results/test_suite_time.json
-    python benchmarks/test_suite_time.py --workers 0     # without pytest-xdist (one process)
+    python benchmarks/test_suite_time.py --workers 2     # with pytest-xdist (pip install pytest-xdist): -n 2
     python benchmarks/test_suite_time.py --only quick    # the quick selection alone
 
 The goal (issue 16): the quick selection under 3 minutes and the full run under 10 on a 2-core
@@ -53,7 +53,7 @@ def time_pytest(args: list[str]) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (-n); 0: one process")
+    parser.add_argument("--workers", type=int, default=0, help="pytest-xdist workers (-n N); 0: one process, as the README runs it")
     parser.add_argument("--only", choices=sorted(SELECTIONS), help="time one selection (default: both)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "test_suite_time.json")
     args = parser.parse_args()

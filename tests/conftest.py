@@ -148,7 +148,7 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-# --- pytest-xdist (`python -m pytest -n 2`) -------------------------------------------------------
+# --- with pytest-xdist installed: `python -m pytest -n 2` (without it, these hooks change nothing) ----
 # Most tests wait on `python train.py|infer.py ...` subprocesses, whose start (importing torch and
 # Lightning) runs on one core: two workers keep both cores busy. Session fixtures above are made
 # once for all workers (file locks); a module's own expensive fixtures (a training run, detected
