@@ -147,24 +147,3 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
-
-# --- with pytest-xdist installed: `python -m pytest -n 2` (without it, these hooks change nothing) ----
-# Most tests wait on `python train.py|infer.py ...` subprocesses, whose start (importing torch and
-# Lightning) runs on one core: two workers keep both cores busy. Session fixtures above are made
-# once for all workers (file locks); a module's own expensive fixtures (a training run, detected
-# faces, a video) would be made again on each worker that runs one of its tests, so these modules
-# stay on one worker each.
-ONE_WORKER_MODULES = {"test_training", "test_infer_cli", "test_infer_parts", "test_export", "test_detector"}
-
-
-def pytest_configure(config):
-    # -n N alone means --dist load; loadgroup is the same plus the xdist_group marks below.
-    if getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadgroup"
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.path.stem in ONE_WORKER_MODULES:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
