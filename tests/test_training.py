@@ -50,6 +50,7 @@ def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2
     assert len(reloaded.history) == 3
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(tiny_csv, tmp_path):
     def once(d):
         r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=2", "model=baseline",
@@ -61,6 +62,7 @@ def test_same_seed_same_result(tiny_csv, tmp_path):
     assert once(tmp_path / "a") == once(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_ema_weights_are_validated_checkpointed_and_tested(tiny_csv, tmp_path):
     args = [f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=2", "model=baseline", "trainer.enable_progress_bar=false"]
     r = run_cli(["train.py", *args, "ema_decay=0.5", f"hydra.run.dir={tmp_path / 'ema'}"])
