@@ -5,8 +5,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock  # a dependency of torch's
 
 ROOT = Path(__file__).resolve().parents[1]
+# How the tests shrink a training run of the README's defaults: a few batches of one epoch, no
+# train-split evaluation, no calibration, 2 batches of 64 faces to validate and test (ten-crop TTA: 10 views each).
+SHRINK = {"trainer.max_epochs": "1", "trainer.limit_train_batches": "2", "trainer.limit_val_batches": "2",
+          "trainer.limit_test_batches": "2", "eval_train_split": "false", "calibrate": "false",
+          "data.eval_batch_size": "64"}
+
+
+def _shared_dir(tmp_path_factory) -> Path:
+    """A folder for the whole test run: under pytest-xdist each worker has its own basetemp, and
+    their common parent is where what one worker makes (the parsed data, the tiny run) is found by the others."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 def _data_path() -> Path | None:
@@ -21,8 +34,8 @@ def _data_path() -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def fer2013_path() -> Path:
-    """The real FER2013 file. Under CI=true a missing file fails the test instead of skipping it."""
+def fer2013_path(tmp_path_factory) -> Path:
+    """The real FER2013 file, parsed into the session's cache once. Under CI=true a missing file fails the test instead of skipping it."""
     p = _data_path()
     if p is None:
         msg = (f"FER2013 not found (FER2013_PATH={os.environ.get('FER2013_PATH')!r}, "
@@ -30,14 +43,25 @@ def fer2013_path() -> Path:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)
+    with FileLock(_shared_dir(tmp_path_factory) / "fer-cache.lock"):  # one parse, not one per worker or command
+        _load_as_train_py_does(p)
     return p
+
+
+def _load_as_train_py_does(path: Path):
+    # The cache key holds the data settings: the ones train.py passes, so its runs find this parse.
+    from omegaconf import OmegaConf
+
+    from fer.data.cache import load_fer2013
+
+    data = OmegaConf.load(ROOT / "conf" / "data" / "fer2013.yaml")
+    seed = OmegaConf.load(ROOT / "conf" / "train.yaml").seed
+    return load_fer2013(path, data.on_bad_row, data.val_fraction, seed)
 
 
 @pytest.fixture(scope="session")
 def fer2013(fer2013_path):
-    from fer.data.cache import load_fer2013
-
-    return load_fer2013(fer2013_path)
+    return _load_as_train_py_does(fer2013_path)
 
 
 @pytest.fixture(scope="session")
@@ -50,10 +74,32 @@ def real_faces(fer2013):
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    # Parsed-data cache shared by the whole session (and the commands it runs), never the user's ~/.cache.
+    # Parsed-data cache shared by the whole session (its xdist workers and the commands it runs), never the user's ~/.cache.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fer-cache"))
+        mp.setenv("FER_CACHE_DIR", str(_shared_dir(tmp_path_factory) / "fer-cache"))
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_run(fer2013_path, tmp_path_factory) -> Path:
+    """A run dir of the README's default model trained by `python train.py`, shrunk (SHRINK): last.ckpt,
+    best-*.ckpt, metrics.json, train.log. Made once for the whole test run (and all its xdist workers)
+    and shared: a test that changes a run works on its own copy (shutil.copytree into tmp_path)."""
+    shared = _shared_dir(tmp_path_factory)
+    run_dir, done = shared / "tiny-run", shared / "tiny-run.done"
+    with FileLock(shared / "tiny-run.lock"):
+        if not done.exists():
+            r = run_cli(["train.py", *(f"{k}={v}" for k, v in SHRINK.items()), f"hydra.run.dir={run_dir}"],
+                        env={"FER2013_PATH": str(fer2013_path)})
+            assert r.returncode == 0, r.stderr[-3000:]
+            done.touch()
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_run) -> Path:
+    """The tiny run's best checkpoint (read-only: copy it before changing it)."""
+    return next((tiny_run / "checkpoints").glob("best-*.ckpt"))
 
 
 def write_csv(path: Path, rows: list[tuple]):
@@ -122,3 +168,4 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
 
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+

@@ -33,6 +33,7 @@ def test_config_typo_and_unknown_model(tmp_path):
     assert_clean_error(run_cli(["train.py", "model=base/classifier", f"hydra.run.dir={tmp_path / 'b'}"]), "not a model", "model=regularized")
 
 
+@pytest.mark.slow
 def test_malformed_rows_error_and_skip(tmp_path):
     rows = random_rows()
     rows.insert(0, (0, "1 2 3", "Training"))
@@ -74,6 +75,7 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("override, message", [*BAD_VALUES[:3], BAD_VALUES[-1],
                                                ("trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing; give 1 or more")])
+@pytest.mark.slow
 def test_bad_config_values_are_one_line(tiny_csv, tmp_path, override, message):
     # the default model (README defaults), shrunk to batches of 4 faces
     r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=1", override, f"hydra.run.dir={tmp_path}"])
@@ -96,6 +98,7 @@ def test_every_bad_value_is_refused_when_its_object_is_built(override, message):
     assert message in str(user_error(caught.value))
 
 
+@pytest.mark.slow
 def test_a_run_without_a_single_training_step_is_one_line(tiny_csv, tmp_path):
     # the default model's one-cycle schedule would be asked for a run of 0 (or -1) steps
     r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.limit_train_batches=0", f"hydra.run.dir={tmp_path / 'a'}"])
@@ -105,6 +108,7 @@ def test_a_run_without_a_single_training_step_is_one_line(tiny_csv, tmp_path):
     assert_one_line_error(r, "limit_train_batches")
 
 
+@pytest.mark.slow
 def test_a_sweep_summary_shows_the_projects_message_for_a_refused_value(tiny_csv, tmp_path):
     sweep = tmp_path / "sweep"
     r = run_cli(["train.py", "-m", "model.tta=tencrop,tencrops", f"data.path={tiny_csv}", *TINY, f"hydra.sweep.dir={sweep}"])
@@ -132,6 +136,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tiny_csv, tmp_path):
     assert f"resume with: python train.py ckpt_path={last}" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_checkpoints_that_are_not_ours_or_from_another_model(tiny_csv, tmp_path, random_checkpoint):
     junk = tmp_path / "junk.ckpt"
     junk.write_text("not a checkpoint")
@@ -247,6 +252,7 @@ def test_jobs_that_differ_only_in_seed_get_a_mean_and_spread(tmp_path):
     assert json.loads((tmp_path / "seeds.json").read_text())[0]["seeds"] == [42, 43, 44]
 
 
+@pytest.mark.slow
 def test_a_resume_may_lengthen_the_run_its_one_cycle_schedule_stretches(tiny_csv, tmp_path):
     # The default model (one-cycle LR by step): a run of 1 epoch resumed with trainer.max_epochs=3.
     run_dir = tmp_path / "run"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, SHRINK, run_cli  # SHRINK: the tests' shrinking of a training run
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +32,6 @@ SCRIPTS = ("train.py", "infer.py", "export.py")
 # shows the three forms are one)
 COMMAND = re.compile(r"\bpython (?:train|infer|export)\.py\b|\bpython -m fer\.(?:train|infer|export)\b|\bfer-(?:train|infer|export)\b")
 INSTALLED = re.compile(r"^(?:python -m fer\.|fer-)(train|infer|export)\b")
-SHRINK = {"trainer.max_epochs": "1", "trainer.limit_train_batches": "2", "trainer.limit_val_batches": "2",
-          "trainer.limit_test_batches": "2", "eval_train_split": "false", "calibrate": "false",
-          "data.eval_batch_size": "64"}  # 2 batches of 64 faces to validate and test (ten-crop TTA: 10 views each)
 SWEEP_VALUES = 2  # a sweep's first axis keeps this many of its values
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -173,21 +170,7 @@ def test_the_docs_show_commands_of_every_entry_point():
 
 
 # --- what the commands need -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_run(fer2013_path, tmp_path_factory) -> Path:
-    """A run dir of the default model, trained for a few batches: last.ckpt and best-*.ckpt, made once."""
-    run_dir = tmp_path_factory.mktemp("tiny") / "run"
-    done = run_cli(["train.py", *(f"{k}={v}" for k, v in SHRINK.items()), f"hydra.run.dir={run_dir}"],
-                   env={"FER2013_PATH": str(fer2013_path)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tiny_run) -> Path:
-    return next((tiny_run / "checkpoints").glob("best-*.ckpt"))
-
-
+# tiny_run, tiny_ckpt: the session's shared tiny run of the default model (conftest.py), never changed here
 @pytest.fixture(scope="module")
 def faces(fer2013):
     images, _ = fer2013.split("test")
@@ -208,6 +191,16 @@ def _own_faces_folder(path: Path, own_faces):
         (path / name).mkdir(parents=True)
         for i, image in enumerate(images):
             cv2.imwrite(str(path / name / f"{i}.png"), image)
+
+
+def _class_folders(path: Path, class_names: str, size: int, faces):
+    """A data=folders set as docs/extending.md describes it: train/<class>/ and test/<class>/ pictures of `size` px."""
+    names = _unquoted(class_names).strip("[]").split(",")
+    for split, count in (("train", 12), ("test", 4)):
+        for c, name in enumerate(names):
+            (path / split / name.strip()).mkdir(parents=True)
+            for i in range(count):
+                cv2.imwrite(str(path / split / name.strip() / f"{i}.png"), cv2.resize(faces[(c + i) % len(faces)], (size, size)))
 
 
 def _value(args, key: str) -> str | None:
@@ -285,7 +278,9 @@ def prepared(cmd: Documented, folder: Path, tiny_run: Path, tiny_ckpt: Path, fac
     """The command's arguments, shrunk, with everything it reads made in `folder`."""
     args = list(cmd.args)
     data = _value(args, "data.path")
-    if data and not (folder / _unquoted(data)).exists():  # a folder of one's own faces (fine-tuning)
+    if data and _value(args, "data") == "folders" and not (folder / _unquoted(data)).exists():  # another data set
+        _class_folders(folder / _unquoted(data), _value(args, "data.class_names"), int(_value(args, "data.image_size") or 48), faces)
+    elif data and not (folder / _unquoted(data)).exists():  # a folder of one's own faces (fine-tuning)
         _own_faces_folder(folder / _unquoted(data), own_faces)
     ckpt = _value(args, "ckpt_path")
     if ckpt and ckpt != "null":

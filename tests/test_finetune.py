@@ -70,6 +70,7 @@ def test_bad_class_folders_get_one_line(tmp_path):
     assert_clean_error(r, "data.faces='crop'")
 
 
+@pytest.mark.slow
 def test_init_from_refuses_another_architecture_and_evaluation(tmp_path):
     r = run_cli(["train.py", "model=baseline", f"init_from={SHIPPED}", f"hydra.run.dir={tmp_path / 'a'}"])
     assert_clean_error(r, "holds a 'regularized' network", "this run builds 'baseline'", "model=regularized")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, SHRINK, run_cli
 from test_cli import assert_clean_error
 
 from fer import atomic
@@ -28,6 +28,9 @@ SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit
          "eval_train_split=false", "calibrate=false", "trainer.enable_progress_bar=false"]
 
 
+TRAIN_BATCHES = f"trainer.limit_train_batches={SHRINK['trainer.limit_train_batches']}"  # as the tiny run recorded it
+
+
 def one_line_error(r, *fragments):
     assert_clean_error(r, *fragments)
     assert r.returncode == 2
@@ -39,12 +42,10 @@ def digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def finished_run(fer2013_path, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    r = run_cli(["train.py", f"data.path={fer2013_path}", *SHORT, f"hydra.run.dir={run_dir}"])
-    assert r.returncode == 0, r.stderr[-3000:]
-    return run_dir
+@pytest.fixture
+def finished_run(tiny_run, tmp_path) -> Path:
+    """A finished run of the README's default model, this test's own: a copy of the session's tiny run (conftest.py)."""
+    return shutil.copytree(tiny_run, tmp_path / "finished" / "run")
 
 
 # --- 3: a refused run writes nothing ------------------------------------------------------------
@@ -66,13 +67,13 @@ def test_a_refused_run_leaves_the_earlier_runs_record_byte_identical(finished_ru
     # A later resume brings back the run's own overrides, whatever happened to .hydra/ meanwhile: they travel
     # in the checkpoint it continues.
     recorded = torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["RunRecord"]["overrides"]
-    assert "trainer.limit_train_batches=5" in recorded
+    assert TRAIN_BATCHES in recorded
     (finished_run / ".hydra" / "overrides.yaml").write_text("- model.optimizer.lr=0.5\n")
     try:
         argv = resume_argv(["train.py", f"ckpt_path={finished_run}/checkpoints/last.ckpt"])
     finally:
         (finished_run / ".hydra" / "overrides.yaml").write_text(before_overrides)
-    assert "trainer.limit_train_batches=5" in argv and "model.optimizer.lr=0.5" not in argv
+    assert TRAIN_BATCHES in argv and "model.optimizer.lr=0.5" not in argv
 
 
 # --- 4: a kill while a checkpoint is written ------------------------------------------------------

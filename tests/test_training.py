@@ -19,7 +19,8 @@ from fer.preprocess import to_network_input
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LIMITS = ["trainer.limit_train_batches=8", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-          "trainer.enable_progress_bar=false", "data.batch_size=64"]
+          "trainer.enable_progress_bar=false", "data.batch_size=64", "data.eval_batch_size=64"]
+EVAL_FACES = 2 * 64  # 2 batches of 64 faces to test, and to calibrate on (each TTA mode: ten-crop is 10 views a face)
 
 
 def build(overrides):
@@ -52,6 +53,7 @@ def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2
     assert len(reloaded.history) == 3
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(tiny_csv, tmp_path):
     def once(d):
         r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=2", "model=baseline",
@@ -63,6 +65,7 @@ def test_same_seed_same_result(tiny_csv, tmp_path):
     assert once(tmp_path / "a") == once(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_ema_weights_are_validated_checkpointed_and_tested(tiny_csv, tmp_path):
     # `python train.py callbacks=ema callbacks.ema.decay=...` on the default model, shrunk
     args = [f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
@@ -133,7 +136,7 @@ def test_real_run_writes_everything_a_user_looks_for(real_run):
     log_file = (run_dir / "train.log").read_text()
     assert f"run dir: {run_dir}" in log_file and "regularized: train " in log_file  # the summary reaches train.log too
     # each long step after training says what it does, and on how many faces, before it starts
-    assert "testing " in log_file and "on PrivateTest: 1024 faces" in log_file
+    assert "testing " in log_file and f"on PrivateTest: {EVAL_FACES} faces" in log_file
     assert "evaluating the Training split: 512 faces" in log_file
     for name in ("metrics.json", "curves.png", "confusion_test.png", ".hydra/config.yaml", "checkpoints/last.ckpt", "train.log"):
         assert (run_dir / name).exists(), name
@@ -159,7 +162,7 @@ def test_real_run_calibrates_every_tta_mode_and_stores_the_temperatures(real_run
     _, meta = load_network(best)
     assert meta["temperature"] == pytest.approx({k: calibration[k]["temperature"] for k in ("none", "flip", "ten_crop")})
     assert "test by TTA mode:" in r.stdout
-    assert "fitted on 1024 PublicTest faces, judged on 1024 PrivateTest faces" in r.stdout and "calibrating 3/3: tta=ten_crop" in r.stdout
+    assert f"fitted on {EVAL_FACES} PublicTest faces, judged on {EVAL_FACES} PrivateTest faces" in r.stdout and "calibrating 3/3: tta=ten_crop" in r.stdout
 
 
 def test_tensorboard_holds_per_epoch_metrics_confusion_images_and_hparams(real_run):
@@ -180,7 +183,7 @@ def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_pat
     run_dir, _ = real_run
     best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
     r = run_cli(["train.py", "train=false", f"ckpt_path={best}", f"data.path={fer2013_path}", "trainer.limit_test_batches=2",
-                 "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'eval'}"])
+                 "trainer.limit_val_batches=2", "data.eval_batch_size=64", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'eval'}"])
     assert r.returncode == 0, r.stderr[-2000:]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     original = json.loads((run_dir / "metrics.json").read_text())
