@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import matplotlib.pyplot as plt  # noqa: E402
+
 from fer import plots  # noqa: E402  (sets the Agg backend before pyplot is imported)
 from fer.checkpoint import read_checkpoint  # noqa: E402
-
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 def load_run(run_dir: Path, train_minutes: float | None = None) -> dict:
@@ -45,15 +45,27 @@ def load_run(run_dir: Path, train_minutes: float | None = None) -> dict:
     if history and "time_s" not in history[-1]:
         # From the whole run's wall time, or for a running one from its start to its last checkpoint.
         # Or from the training time given on the command line, when the run dir is an evaluation's.
-        wall = train_minutes * 60 if train_minutes else (
-            m.get("wall_time_s") or ((run_dir / "checkpoints" / "last.ckpt").stat().st_mtime
-                                     - (run_dir / ".hydra" / "config.yaml").stat().st_mtime))
+        wall = (
+            train_minutes * 60
+            if train_minutes
+            else (
+                m.get("wall_time_s")
+                or (
+                    (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime - (run_dir / ".hydra" / "config.yaml").stat().st_mtime
+                )
+            )
+        )
         per_epoch = wall / max(len(history), 1)
         history = [{**h, "time_s": per_epoch * (i + 1)} for i, h in enumerate(history)]
     points = [(h["time_s"] / 60, h["val/acc"]) for h in history if "val/acc" in h]
-    result = {"run_dir": str(run_dir), "finished": finished, "epochs": len(history),
-              "minutes": round(history[-1]["time_s"] / 60, 1) if history else 0.0,
-              "best_val_acc": max((a for _, a in points), default=None), "val_curve": points}
+    result = {
+        "run_dir": str(run_dir),
+        "finished": finished,
+        "epochs": len(history),
+        "minutes": round(history[-1]["time_s"] / 60, 1) if history else 0.0,
+        "best_val_acc": max((a for _, a in points), default=None),
+        "val_curve": points,
+    }
     if finished:
         calibration = m.get("calibration") or {}
         # metrics.json's "test" holds the run's own TTA mode; the calibration report has each mode's
@@ -68,8 +80,12 @@ def continued(run: dict, earlier: dict) -> dict:
     if run.get("starts_at_minutes") is not None:  # already shifted (a recorded run)
         return run
     start = earlier["minutes"]
-    return {**run, "starts_at_minutes": start, "minutes": round(start + run["minutes"], 1),
-            "val_curve": [(start + t, a) for t, a in run["val_curve"]]}
+    return {
+        **run,
+        "starts_at_minutes": start,
+        "minutes": round(start + run["minutes"], 1),
+        "val_curve": [(start + t, a) for t, a in run["val_curve"]],
+    }
 
 
 def figure(runs: dict[str, dict]):
@@ -83,7 +99,11 @@ def figure(runs: dict[str, dict]):
                 ax.plot([r["minutes"]], [r["test_acc_ten_crop"]], "o", mfc="none", color=line.get_color(), ms=9)
     ax.plot([], [], "ko", label="PrivateTest, centre crop")
     ax.plot([], [], "ko", mfc="none", label="PrivateTest, ten-crop TTA")
-    ax.set(xlabel="training wall time, cumulative over cycles (minutes, 2-core CPU)", ylabel="accuracy", title="Accuracy per CPU time, by recipe")
+    ax.set(
+        xlabel="training wall time, cumulative over cycles (minutes, 2-core CPU)",
+        ylabel="accuracy",
+        title="Accuracy per CPU time, by recipe",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -95,8 +115,13 @@ def main():
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
     parser.add_argument("--out", default=str(ROOT / "docs" / "accuracy_vs_time.png"))
     parser.add_argument("--recorded", help="a JSON this script wrote: its runs are drawn again")
-    parser.add_argument("--continues", action="append", default=[], metavar="LABEL=EARLIER_LABEL",
-                        help="LABEL's run started from EARLIER_LABEL's weights: drawn after it, in cumulative minutes")
+    parser.add_argument(
+        "--continues",
+        action="append",
+        default=[],
+        metavar="LABEL=EARLIER_LABEL",
+        help="LABEL's run started from EARLIER_LABEL's weights: drawn after it, in cumulative minutes",
+    )
     args = parser.parse_args()
     runs = json.loads(Path(args.recorded).read_text()) if args.recorded else {}
     for spec in args.runs:
@@ -113,8 +138,16 @@ def main():
     out = Path(args.out)
     plots.save(figure(runs), out)
     result = ROOT / "benchmarks" / "results" / f"{out.stem}.json"
-    result.write_text(json.dumps({label: {k: v for k, v in r.items() if k != "val_curve"} | {"val_curve": [
-        [round(t, 2), round(a, 4)] for t, a in r["val_curve"]]} for label, r in runs.items()}, indent=1))
+    result.write_text(
+        json.dumps(
+            {
+                label: {k: v for k, v in r.items() if k != "val_curve"}
+                | {"val_curve": [[round(t, 2), round(a, 4)] for t, a in r["val_curve"]]}
+                for label, r in runs.items()
+            },
+            indent=1,
+        )
+    )
     for label, r in runs.items():
         test = f"test {100 * r['test_acc']:.2f}%" if r["finished"] else "running"
         print(f"{label}: {r['epochs']} epochs, {r['minutes']} min, best val {100 * (r['best_val_acc'] or 0):.2f}%, {test}")

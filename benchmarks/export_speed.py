@@ -46,7 +46,7 @@ def classification(models: dict, rounds: int) -> dict:
     rng = np.random.default_rng(0)
     one, many = rng.integers(0, 256, (1, 48, 48), dtype=np.uint8), rng.integers(0, 256, (64, 48, 48), dtype=np.uint8)
     times = {name: {"1": [], "64": []} for name in models}
-    for name, classify in models.items():  # warm-up: first calls allocate and pick kernels
+    for classify in models.values():  # warm-up: first calls allocate and pick kernels
         seconds_per_call(classify, one, 20)
         seconds_per_call(classify, many, 3)
     for _ in range(rounds):
@@ -56,8 +56,11 @@ def classification(models: dict, rounds: int) -> dict:
     result = {}
     for name, t in times.items():
         batch1, batch64 = statistics.median(t["1"]), statistics.median(t["64"])
-        result[name] = {"batch1_ms": round(1000 * batch1, 3), "batch64_ms": round(1000 * batch64, 2),
-                        "batch64_faces_per_s": round(64 / batch64)}
+        result[name] = {
+            "batch1_ms": round(1000 * batch1, 3),
+            "batch64_ms": round(1000 * batch64, 2),
+            "batch64_faces_per_s": round(64 / batch64),
+        }
     return result
 
 
@@ -67,8 +70,15 @@ def run_infer(video: Path, model: Path, backend: str, threads: int, out: Path) -
     from fer.infer.app import run
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        overrides = [f"source={video}", f"ckpt_path={model}", f"backend={backend}", f"threads={threads}",
-                     f"output={out}", "overwrite=true", "display=false"]
+        overrides = [
+            f"source={video}",
+            f"ckpt_path={model}",
+            f"backend={backend}",
+            f"threads={threads}",
+            f"output={out}",
+            "overwrite=true",
+            "display=false",
+        ]
         summary = run(compose("infer", overrides=overrides))
     return {"frames": summary.frames, "faces": summary.faces, "seconds": summary.seconds, "stages": summary.stages}
 
@@ -95,17 +105,22 @@ def main():
     video = make_videos(workdir, args.frames)[1]
 
     before = machine()
-    result = {"machine": before, "threads": args.threads,
-              "checkpoint": str(ckpt) if args.ckpt else "regularized, untrained weights (same speed)",
-              "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__},
-              "export_largest_difference": facts["difference"]}
+    result = {
+        "machine": before,
+        "threads": args.threads,
+        "checkpoint": str(ckpt) if args.ckpt else "regularized, untrained weights (same speed)",
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__},
+        "export_largest_difference": facts["difference"],
+    }
     result["classification"] = classification(classifiers(ckpt, model, args.threads), args.rounds)
     runs = {name: [] for name in BACKENDS}
     for _ in range(args.repeats):
         for name in BACKENDS:
             runs[name].append(run_infer(video, ckpt if name == "torch" else model, name, args.threads, workdir / f"{name}.mp4"))
-    result["end_to_end"] = {"video": {"size": [640, 480], "frames": args.frames, "faces": 1},
-                            **{name: median_run(r) for name, r in runs.items()}}
+    result["end_to_end"] = {
+        "video": {"size": [640, 480], "frames": args.frames, "faces": 1},
+        **{name: median_run(r) for name, r in runs.items()},
+    }
     write_result(result, before, args.out, summary_table)
 
 
@@ -114,9 +129,11 @@ def summary_table(result: dict) -> str:
     lines = [f"{'':8} {'batch 1 ms':>11} {'batch 64 faces/s':>17} {'end-to-end fps':>15}   ({result['threads']} thread(s))"]
     for name in BACKENDS:
         lines.append(f"{name:8} {c[name]['batch1_ms']:>11} {c[name]['batch64_faces_per_s']:>17} {e[name]['fps']:>15}")
-    lines.append(f"load average before/after: {result['machine']['load_average_1_5_15'][0]} / "
-                 f"{result['machine_after']['load_average_1_5_15'][0]} on {result['machine']['cpus']} CPUs"
-                 + ("" if result["quiet"] else "  (NOT quiet: figures are pessimistic)"))
+    lines.append(
+        f"load average before/after: {result['machine']['load_average_1_5_15'][0]} / "
+        f"{result['machine_after']['load_average_1_5_15'][0]} on {result['machine']['cpus']} CPUs"
+        + ("" if result["quiet"] else "  (NOT quiet: figures are pessimistic)")
+    )
     return "\n".join(lines)
 
 

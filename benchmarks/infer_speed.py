@@ -86,7 +86,6 @@ print(json.dumps({"frames": frames, "faces": faces, "seconds": seconds, "stages"
 
 def test_faces():
     from fer.data.cache import load_fer2013
-
     from fer.data.reader import default_data_path
 
     return load_fer2013(default_data_path(ROOT)).split("test")[0]
@@ -96,6 +95,7 @@ def make_videos(folder: Path, n_frames: int) -> dict[int, Path]:
     """Videos with 1 and 2 real FER2013 faces drifting across a 640x480 frame: faces both detectors find."""
     from fer.infer.detect import FaceDetector
     from fer.infer.retinaface import RetinaFaceDetector
+
     from scenes import detectable, drifting_faces, write_video
 
     images = test_faces()
@@ -119,7 +119,9 @@ def random_checkpoint(folder: Path, model_name: str = "regularized") -> Path:
         cfg = compose("train", overrides=[f"model={model_name}"])
     torch.manual_seed(0)
     net = OmegaConf.to_container(cfg.model.net)
-    model = EmotionClassifier(net=net, class_names=list(cfg.data.class_names), image_size=cfg.data.image_size, input_size=cfg.model.input_size)
+    model = EmotionClassifier(
+        net=net, class_names=list(cfg.data.class_names), image_size=cfg.data.image_size, input_size=cfg.model.input_size
+    )
     path = folder / f"{model_name}_untrained.ckpt"
     torch.save({"fer": {**model.fer_meta(), "face": OmegaConf.to_container(cfg.face)}, "state_dict": model.state_dict()}, path)
     return path
@@ -131,8 +133,15 @@ def run_ours(video: Path, ckpt: Path, out: Path, tta: str = "none", detector: st
     from fer.infer.app import run
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        overrides = [f"source={video}", f"ckpt_path={ckpt}", f"output={out}", "overwrite=true", "display=false", f"tta={tta}",
-                     f"detector={detector}"]
+        overrides = [
+            f"source={video}",
+            f"ckpt_path={ckpt}",
+            f"output={out}",
+            "overwrite=true",
+            "display=false",
+            f"tta={tta}",
+            f"detector={detector}",
+        ]
         cfg = compose("infer", overrides=overrides)
     summary = run(cfg)
     return {"frames": summary.frames, "faces": summary.faces, "seconds": summary.seconds, "stages": summary.stages}
@@ -143,8 +152,9 @@ def run_fer_package(python: Path, video: Path, out: Path, workdir: Path) -> dict
     script.write_text(FER_PACKAGE_LOOP)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    done = subprocess.run([str(python), "-I", str(script), str(video), str(out)], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [str(python), "-I", str(script), str(video), str(out)], cwd=workdir, env=env, capture_output=True, text=True, timeout=900
+    )
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit code {done.returncode}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -155,8 +165,13 @@ def fer_package_python(given: str | None) -> tuple[Path | None, str]:
     if not candidate.exists():
         return None, f"not installed: no {candidate} (see this file's docstring to install it)"
     check = "import fer.fer, importlib.metadata as m; print(m.version('fer'))"
-    probe = subprocess.run([str(candidate), "-I", "-c", check], capture_output=True, text=True, cwd=tempfile.gettempdir(),
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    probe = subprocess.run(
+        [str(candidate), "-I", "-c", check],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     if probe.returncode != 0:
         return None, f"not usable: {candidate} cannot import the fer package"
     return candidate, f"fer {probe.stdout.strip().splitlines()[-1]}"
@@ -197,8 +212,12 @@ def network_ms_per_face(ckpt: Path, tta: str = "none", calls: int = 300) -> floa
 
 def machine() -> dict:
     load = os.getloadavg()
-    return {"cpus": os.cpu_count(), "load_average_1_5_15": [round(x, 2) for x in load], "platform": platform.platform(),
-            "python": platform.python_version()}
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_1_5_15": [round(x, 2) for x in load],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 DETECTORS = sorted(p.stem for p in (ROOT / "conf" / "detector").glob("*.yaml"))
@@ -237,16 +256,21 @@ def detection_stages(name: str, frame, boxes) -> dict:
 
         small = cv2.resize(to_bgr(frame), None, fx=detector.scale, fy=detector.scale, interpolation=cv2.INTER_AREA)
         blob = (small.astype("float32") - MEAN_BGR).transpose(2, 0, 1)[None]  # (1, 3, H, W), as detect() makes it
-        stages = {"shrink": median_ms(lambda: cv2.resize(to_bgr(frame), None, fx=detector.scale, fy=detector.scale,
-                                                         interpolation=cv2.INTER_AREA)),
-                  "network": median_ms(lambda: detector.session.run(None, {"input": blob})),
-                  "whole detection": median_ms(lambda: detector.detect(frame))}
+        stages = {
+            "shrink": median_ms(
+                lambda: cv2.resize(to_bgr(frame), None, fx=detector.scale, fy=detector.scale, interpolation=cv2.INTER_AREA)
+            ),
+            "network": median_ms(lambda: detector.session.run(None, {"input": blob})),
+            "whole detection": median_ms(lambda: detector.detect(frame)),
+        }
         stages["decode and NMS"] = round(stages["whole detection"] - stages["shrink"] - stages["network"], 3)
         return stages
     cascade = detector.cascade
-    return {"new faces, whole frame": median_ms(lambda: cascade.detect(grey)),
-            "tracked faces, near their box (each)": median_ms(lambda: cascade.find_near(grey, boxes[0])),
-            "whole detection, faces tracked": median_ms(lambda: detector.detect(grey, known=boxes))}
+    return {
+        "new faces, whole frame": median_ms(lambda: cascade.detect(grey)),
+        "tracked faces, near their box (each)": median_ms(lambda: cascade.find_near(grey, boxes[0])),
+        "whole detection, faces tracked": median_ms(lambda: detector.detect(grey, known=boxes)),
+    }
 
 
 def detection_rates(images, n_scenes: int = 150, seed: int = 0) -> dict:
@@ -255,15 +279,17 @@ def detection_rates(images, n_scenes: int = 150, seed: int = 0) -> dict:
     import cv2
     import numpy as np
 
-    from hard_scenes import hard_scenes, matches
-
     from fer.infer.align import FaceAligner
+
+    from hard_scenes import hard_scenes, matches
 
     scenes = hard_scenes(images, n_scenes, seed)
     aligner = FaceAligner()
-    variants = {"retinaface, video (default scale 0.5)": ("retinaface", {}),
-                "retinaface, photos (default still_scale 1.0)": ("retinaface", {"scale": 1.0}),
-                "haar": ("haar", {})}
+    variants = {
+        "retinaface, video (default scale 0.5)": ("retinaface", {}),
+        "retinaface, photos (default still_scale 1.0)": ("retinaface", {"scale": 1.0}),
+        "haar": ("haar", {}),
+    }
     result = {"scenes": n_scenes, "seed": seed, "faces": sum(len(s.faces) for s in scenes), "min_iou": 0.5, "detectors": {}}
     for label, (name, overrides) in variants.items():
         detector = make_detector(name, **overrides)
@@ -276,12 +302,22 @@ def detection_rates(images, n_scenes: int = 150, seed: int = 0) -> dict:
             false += len(squares) - sum(h is not None for h in hits)
         ms = 1000 * (time.perf_counter() - start) / n_scenes
         r = np.array(rows, float)
-        groups = {"all": r[:, 0] > 0, "upright (under 10 deg)": r[:, 1] < 10, "turned 10-20 deg": (r[:, 1] >= 10) & (r[:, 1] < 20),
-                  "turned 20-30 deg": r[:, 1] >= 20, "mouth covered": r[:, 2] == 1, "60-99 px": r[:, 0] < 100,
-                  "100-179 px": (r[:, 0] >= 100) & (r[:, 0] < 180), "180-300 px": r[:, 0] >= 180}
-        result["detectors"][label] = {"found": {k: round(float(r[m, 3].mean()), 3) for k, m in groups.items()},
-                                      "faces": {k: int(m.sum()) for k, m in groups.items()},
-                                      "false_boxes": false, "ms_per_frame": round(ms, 2)}
+        groups = {
+            "all": r[:, 0] > 0,
+            "upright (under 10 deg)": r[:, 1] < 10,
+            "turned 10-20 deg": (r[:, 1] >= 10) & (r[:, 1] < 20),
+            "turned 20-30 deg": r[:, 1] >= 20,
+            "mouth covered": r[:, 2] == 1,
+            "60-99 px": r[:, 0] < 100,
+            "100-179 px": (r[:, 0] >= 100) & (r[:, 0] < 180),
+            "180-300 px": r[:, 0] >= 180,
+        }
+        result["detectors"][label] = {
+            "found": {k: round(float(r[m, 3].mean()), 3) for k, m in groups.items()},
+            "faces": {k: int(m.sum()) for k, m in groups.items()},
+            "false_boxes": false,
+            "ms_per_frame": round(ms, 2),
+        }
     return result
 
 
@@ -291,14 +327,14 @@ def hit_rate_by_interval(images, detectors: list[str], n_frames: int = 90) -> di
     2 and 1.5 px a frame."""
     import numpy as np
 
-    from hard_scenes import SIZE, plant
-    from scenes import background
-
     from fer.infer.align import FaceAligner
     from fer.infer.detect import iou
     from fer.infer.draw import Annotator
     from fer.infer.pipeline import Pipeline
     from fer.infer.track import FaceTracker
+
+    from hard_scenes import SIZE, plant
+    from scenes import background
 
     class FixedClassifier:  # the network does not change where faces are found
         class_names = ["a", "b"]
@@ -313,19 +349,31 @@ def hit_rate_by_interval(images, detectors: list[str], n_frames: int = 90) -> di
         boxes = [plant(frame, images[1], (120 + 2 * t, 200), 150, 18), plant(frame, images[4], (520, 130 + 1.5 * t), 140, -12)]
         frames.append(frame)
         truth.append(boxes)
-    result = {"frames": n_frames, "faces": "two FER2013 faces, 150 and 140 px, turned 18 and -12 degrees, moving 2 and 1.5 px a frame"}
+    result = {
+        "frames": n_frames,
+        "faces": "two FER2013 faces, 150 and 140 px, turned 18 and -12 degrees, moving 2 and 1.5 px a frame",
+    }
     for name in detectors:
         result[name] = {}
         for every in INTERVALS:
-            pipeline = Pipeline(FixedClassifier(), Annotator(["a", "b"]), FaceAligner(), make_detector(name),
-                                tracker=FaceTracker(), detect_every=every)
+            pipeline = Pipeline(
+                FixedClassifier(),
+                Annotator(["a", "b"]),
+                FaceAligner(),
+                make_detector(name),
+                tracker=FaceTracker(),
+                detect_every=every,
+            )
             hits = 0
             for frame, boxes in zip(frames, truth):
                 found = [r.box for r in pipeline.analyse(frame)]
                 hits += sum(max((iou(f, b) for f in found), default=0) >= 0.5 for b in boxes)
             seconds = pipeline.watch.seconds
             ms = 1000 * (seconds["detect"] + seconds["track"]) / n_frames
-            result[name][f"every {every}"] = {"hit_rate": round(hits / (2 * n_frames), 3), "detect_track_ms_per_frame": round(ms, 2)}
+            result[name][f"every {every}"] = {
+                "hit_rate": round(hits / (2 * n_frames), 3),
+                "detect_track_ms_per_frame": round(ms, 2),
+            }
     return result
 
 
@@ -334,7 +382,9 @@ def main():
     parser.add_argument("--ckpt", help="checkpoint to time (default: --model's network, untrained)")
     parser.add_argument("--model", default="regularized", help="without --ckpt: the conf/model/ network to time, untrained")
     parser.add_argument("--tta", default="none", help="infer.py's tta= (none, flip, ten_crop)")
-    parser.add_argument("--detector", nargs="+", default=DETECTORS, choices=DETECTORS, help="infer.py's detector= (default: each)")
+    parser.add_argument(
+        "--detector", nargs="+", default=DETECTORS, choices=DETECTORS, help="infer.py's detector= (default: each)"
+    )
     parser.add_argument("--frames", type=int, default=FRAMES)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each pipeline per video, interleaved; the median is kept")
     parser.add_argument("--fer-python", help="python of the venv holding the PyPI fer package")
@@ -356,10 +406,17 @@ def main():
 
     before = machine()
     video = {"size": [640, 480], "fps": FPS, "frames": args.frames, "faces": "FER2013 test faces, enlarged 4x"}
-    result = {"machine": before, "video": video,
-              "checkpoint": str(ckpt) if args.ckpt else f"{args.model}, untrained weights (same speed)", "tta": args.tta,
-              "torch": torch.__version__, "opencv": cv2.__version__, "fer_package": fer_note, "detectors": args.detector,
-              "runs": {}}
+    result = {
+        "machine": before,
+        "video": video,
+        "checkpoint": str(ckpt) if args.ckpt else f"{args.model}, untrained weights (same speed)",
+        "tta": args.tta,
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "fer_package": fer_note,
+        "detectors": args.detector,
+        "runs": {},
+    }
     result["network_ms_per_face_one_core"] = network_ms_per_face(ckpt, args.tta)
     for n_faces, video in videos.items():
         ours, theirs = {name: [] for name in args.detector}, []
@@ -385,15 +442,21 @@ def main():
     images = test_faces()
     one, placed_one = place_faces(images[1:2], [(224, 144)])
     two, placed_two = place_faces(images[1:3], [(60, 140), (380, 140)])
-    result["detection_ms"] = {name: {"1_face": detection_stages(name, one, placed_one),
-                                     "2_faces": detection_stages(name, two, placed_two)} for name in args.detector}
+    result["detection_ms"] = {
+        name: {"1_face": detection_stages(name, one, placed_one), "2_faces": detection_stages(name, two, placed_two)}
+        for name in args.detector
+    }
     result["hit_rate_by_detect_every"] = hit_rate_by_interval(images, args.detector)
     write_result(result, before, args.out, summary_table)
     if args.scenes:
         rates = {"machine": machine(), **detection_rates(images, args.scenes)}
         Path(args.rates_out).write_text(json.dumps(rates, indent=2) + "\n")
         for label, entry in rates["detectors"].items():
-            print(f"{label}: " + ", ".join(f"{k} {v:.2f}" for k, v in entry["found"].items()) + f"; false boxes {entry['false_boxes']}")
+            print(
+                f"{label}: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in entry["found"].items())
+                + f"; false boxes {entry['false_boxes']}"
+            )
         print(f"wrote {args.rates_out}")
 
 
@@ -411,10 +474,12 @@ def write_result(result: dict, before: dict, out: str, summarize) -> None:
 
 
 def summary_table(result: dict) -> str:
-    lines = [f"network, one face, one core: {result['network_ms_per_face_one_core']} ms",
-             f"load average before/after: {result['machine']['load_average_1_5_15'][0]} / "
-             f"{result['machine_after']['load_average_1_5_15'][0]}"
-             f" on {result['machine']['cpus']} CPUs" + ("" if result["quiet"] else "  (NOT quiet: figures are pessimistic)")]
+    lines = [
+        f"network, one face, one core: {result['network_ms_per_face_one_core']} ms",
+        f"load average before/after: {result['machine']['load_average_1_5_15'][0]} / "
+        f"{result['machine_after']['load_average_1_5_15'][0]}"
+        f" on {result['machine']['cpus']} CPUs" + ("" if result["quiet"] else "  (NOT quiet: figures are pessimistic)"),
+    ]
     for name, entry in result["runs"].items():
         for detector in result["detectors"]:
             ours = entry[detector]
@@ -431,8 +496,10 @@ def summary_table(result: dict) -> str:
             lines.append(f"detection, {detector}, {faces}, ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
     for detector, by_n in result.get("hit_rate_by_detect_every", {}).items():
         if isinstance(by_n, dict):
-            lines.append(f"detect_every, {detector}: " + "; ".join(
-                f"{n}: hits {v['hit_rate']:.2f}, {v['detect_track_ms_per_frame']:.1f} ms" for n, v in by_n.items()))
+            lines.append(
+                f"detect_every, {detector}: "
+                + "; ".join(f"{n}: hits {v['hit_rate']:.2f}, {v['detect_track_ms_per_frame']:.1f} ms" for n, v in by_n.items())
+            )
     return "\n".join(lines)
 
 

@@ -46,8 +46,11 @@ def main():
     numbers = [s["seed"] for s in seeds]
     if len(set(numbers)) != len(numbers):
         sys.exit(f"error: a seed is given twice ({numbers}); each seed once")
-    result = {"recipe": args.name, "seeds": sorted(seeds, key=lambda s: s["seed"]),
-              "spread": {k: spread([s.get(k) for s in seeds]) for k in SPREAD_FIGURES}}
+    result = {
+        "recipe": args.name,
+        "seeds": sorted(seeds, key=lambda s: s["seed"]),
+        "spread": {k: spread([s.get(k) for s in seeds]) for k in SPREAD_FIGURES},
+    }
     out = ROOT / "benchmarks" / "results" / f"seeds_{args.name}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
 

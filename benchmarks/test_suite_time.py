@@ -41,19 +41,35 @@ def time_pytest(args: list[str]) -> dict:
     """One `python -m pytest ARGS` in the project root: wall and CPU seconds, and pytest's summary line."""
     before, start = load(), time.perf_counter()
     children = os.times()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], check=False, cwd=ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     after = os.times()
     cpu = (after.children_user - children.children_user) + (after.children_system - children.children_system)
-    summary = next((line.strip("= ") for line in reversed(done.stdout.splitlines()) if re.search(r"\d+ (passed|failed)", line)), "")
-    return {"command": " ".join(["python -m pytest", *args]), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-            "exit_code": done.returncode, "summary": summary, "load_average_before": before, "load_average_after": load()}
+    summary = next(
+        (line.strip("= ") for line in reversed(done.stdout.splitlines()) if re.search(r"\d+ (passed|failed)", line)), ""
+    )
+    return {
+        "command": " ".join(["python -m pytest", *args]),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "exit_code": done.returncode,
+        "summary": summary,
+        "load_average_before": before,
+        "load_average_after": load(),
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=0, help="pytest-xdist workers (-n N); 0: one process, as the README runs it")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="pytest-xdist workers (-n N); 0: one process, as the README runs it"
+    )
     parser.add_argument("--only", choices=sorted(SELECTIONS), help="time one selection (default: both)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "test_suite_time.json")
     args = parser.parse_args()
@@ -63,9 +79,19 @@ def main():
     for name, selection in SELECTIONS.items():
         if args.only in (None, name):
             runs[name] = time_pytest([*workers, *selection])
-            print(f"{name}: {runs[name]['wall_s']:.0f} s ({runs[name]['summary']}), load {runs[name]['load_average_before']}", flush=True)
-    result = {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-              "workers": args.workers, "goal_s": {"quick": 180, "full": 600}, "runs": runs}
+            print(
+                f"{name}: {runs[name]['wall_s']:.0f} s ({runs[name]['summary']}), load {runs[name]['load_average_before']}",
+                flush=True,
+            )
+    result = {
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "workers": args.workers,
+        "goal_s": {"quick": 180, "full": 600},
+        "runs": runs,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -99,8 +99,18 @@ class _Timer(L.Callback):
 def framework_loop(model, dm, steps: int, warmup: int, bf16: bool = False) -> float:
     """images/s of the same training through Trainer.fit (metrics, logging hooks, batch transfer)."""
     timer = _Timer(warmup)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", precision="bf16-mixed" if bf16 else "32-true", limit_train_batches=warmup + steps, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        precision="bf16-mixed" if bf16 else "32-true",
+        limit_train_batches=warmup + steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
     trainer.fit(model, datamodule=dm)
     return timer.n / (timer.t1 - timer.t0)
 
@@ -108,9 +118,20 @@ def framework_loop(model, dm, steps: int, warmup: int, bf16: bool = False) -> fl
 def peak_memory_mb(data_path: str, steps: int) -> float:
     """Peak resident memory of a real `python train.py` run (1 epoch of `steps` batches + validation + test)."""
     with tempfile.TemporaryDirectory() as d:
-        subprocess.run([sys.executable, str(ROOT / "train.py"), f"data.path={data_path}", "trainer.max_epochs=1",
-                        f"trainer.limit_train_batches={steps}", "trainer.enable_progress_bar=false", f"hydra.run.dir={d}/run"],
-                       cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                f"data.path={data_path}",
+                "trainer.max_epochs=1",
+                f"trainer.limit_train_batches={steps}",
+                "trainer.enable_progress_bar=false",
+                f"hydra.run.dir={d}/run",
+            ],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
@@ -138,9 +159,16 @@ def main():
         args.data = str(default_data_path(ROOT))
 
     native_bf16 = precision.cpu_has_native_bfloat16()
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-              "cpu": _cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native_bf16,
-              "auto_precision": precision.choose("auto", "cpu")[0], "steps": args.steps, "data": data_times(args.data), "models": {}}
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "cpu": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16,
+        "auto_precision": precision.choose("auto", "cpu")[0],
+        "steps": args.steps,
+        "data": data_times(args.data),
+        "models": {},
+    }
     modes = (False, True) if native_bf16 else (False,)
     for name in args.models:
         model, dm = build(name, args.data)
@@ -153,13 +181,24 @@ def main():
                 runs[("framework", bf16)].append(framework_loop(model, dm, args.steps, args.warmup, bf16))
         best = {key: max(v) for key, v in runs.items()}
         b, f = best[("bare", False)], best[("framework", False)]
-        row = {"batch_size": dm.batch_size, "input_size": dm.input_size,
-               "bare_images_per_s": round(b, 1), "framework_images_per_s": round(f, 1),
-               "framework_overhead_pct": round(100 * (b - f) / b, 2), "minutes_per_epoch": round(len(dm.splits["train"]) / f / 60, 2)}
+        row = {
+            "batch_size": dm.batch_size,
+            "input_size": dm.input_size,
+            "bare_images_per_s": round(b, 1),
+            "framework_images_per_s": round(f, 1),
+            "framework_overhead_pct": round(100 * (b - f) / b, 2),
+            "minutes_per_epoch": round(len(dm.splits["train"]) / f / 60, 2),
+        }
         if native_bf16:
             fb = best[("framework", True)]
-            row.update({"bf16_bare_images_per_s": round(best[("bare", True)], 1), "bf16_framework_images_per_s": round(fb, 1),
-                        "bf16_speedup": round(fb / f, 2), "bf16_minutes_per_epoch": round(len(dm.splits["train"]) / fb / 60, 2)})
+            row.update(
+                {
+                    "bf16_bare_images_per_s": round(best[("bare", True)], 1),
+                    "bf16_framework_images_per_s": round(fb, 1),
+                    "bf16_speedup": round(fb / f, 2),
+                    "bf16_minutes_per_epoch": round(len(dm.splits["train"]) / fb / 60, 2),
+                }
+            )
         result["models"][name] = row
         print(name, row, flush=True)
     result["peak_memory_mb_train_run"] = round(peak_memory_mb(args.data, 20), 1)

@@ -53,14 +53,17 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS)
 
 
 @torch.no_grad()
-def split_logits(model, images: torch.Tensor, mean: float, std: float, input_size: int, mode: str,
-                 batch_size: int = 512) -> torch.Tensor:
+def split_logits(
+    model, images: torch.Tensor, mean: float, std: float, input_size: int, mode: str, batch_size: int = 512
+) -> torch.Tensor:
     """uint8 faces (N, S, S) -> (N, classes) logits under a TTA mode, in eval mode, on the model's device."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = [eval_logits(model, normalize(images[i : i + batch_size].to(device), mean, std), input_size, mode).float().cpu()
-           for i in range(0, len(images), batch_size)]
+    out = [
+        eval_logits(model, normalize(images[i : i + batch_size].to(device), mean, std), input_size, mode).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros((0, 0))
 
@@ -79,8 +82,16 @@ def _scores(logits: torch.Tensor, labels: torch.Tensor, temperature: float, num_
     }
 
 
-def report(model, val: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], mean: float,
-           std: float, input_size: int, modes=TTA_MODES, progress=None) -> dict:
+def report(
+    model,
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    mean: float,
+    std: float,
+    input_size: int,
+    modes=TTA_MODES,
+    progress=None,
+) -> dict:
     """For each TTA mode: T fitted on the validation faces, and the test faces' accuracy, macro-F1,
     NLL and reliability (with ECE) before and after dividing by T.
 

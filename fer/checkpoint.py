@@ -59,10 +59,15 @@ def _meta_problem(meta) -> str | None:
     }
     # Older checkpoints lack image_size (48) and keep the face settings under "preprocess" (fer.meta).
     optional = {"format", "face", "preprocess", "image_size", "history", "temperature"}
-    checks.update({"face": lambda v: v is None or isinstance(v, dict), "preprocess": lambda v: v is None or isinstance(v, dict),
-                   "image_size": pixels,
-                   "history": lambda v: isinstance(v, list),
-                   "temperature": lambda v: isinstance(v, dict) and all(number(t) and t > 0 for t in v.values())})
+    checks.update(
+        {
+            "face": lambda v: v is None or isinstance(v, dict),
+            "preprocess": lambda v: v is None or isinstance(v, dict),
+            "image_size": pixels,
+            "history": lambda v: isinstance(v, list),
+            "temperature": lambda v: isinstance(v, dict) and all(number(t) and t > 0 for t in v.values()),
+        }
+    )
     for key, ok in checks.items():
         if key not in meta:
             if key not in optional:
@@ -76,7 +81,7 @@ def _meta_problem(meta) -> str | None:
 
 def net_weights(state_dict: dict) -> dict:
     # The LightningModule keeps the network under `net.`; slim checkpoints use the same keys.
-    return {k[len("net."):]: v.float() for k, v in state_dict.items() if k.startswith("net.")}
+    return {k[len("net.") :]: v.float() for k, v in state_dict.items() if k.startswith("net.")}
 
 
 def load_network(path: str | Path) -> tuple[nn.Module, dict]:
@@ -88,7 +93,9 @@ def load_network(path: str | Path) -> tuple[nn.Module, dict]:
     try:
         net.load_state_dict(net_weights(ckpt["state_dict"]))
     except RuntimeError as e:
-        raise FerError(f"{path}: weights do not fit the stored architecture {meta['net'].get('arch')!r} ({mismatch(e)})") from None
+        raise FerError(
+            f"{path}: weights do not fit the stored architecture {meta['net'].get('arch')!r} ({mismatch(e)})"
+        ) from None
     return net.eval(), meta
 
 
@@ -106,7 +113,9 @@ def _save_atomically(ckpt: dict, dst: Path):
 def save_slim(src: str | Path, dst: str | Path, half: bool = True, meta_updates: dict | None = None) -> Path:
     """A small inference-only copy of a training checkpoint: weights (fp16 by default) and meta."""
     ckpt = read_checkpoint(src)
-    weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    weights = {
+        k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items() if k.startswith("net.")
+    }
     dst = Path(dst)
     _save_atomically({"fer": {**ckpt["fer"], **(meta_updates or {})}, "state_dict": weights}, dst)
     return dst

@@ -27,8 +27,16 @@ JOB_ENV = "FER_DDP_JOB"
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", JOB_ENV)
 _CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 # Hydra settings of the sweep or launcher that started this job; a worker runs a single job in place.
-_NOT_FOR_WORKERS = ("hydra.mode", "hydra.run.", "hydra.sweep.", "hydra.output_subdir", "hydra/launcher", "hydra.launcher.",
-                    "hydra/sweeper", "hydra.sweeper.")
+_NOT_FOR_WORKERS = (
+    "hydra.mode",
+    "hydra.run.",
+    "hydra.sweep.",
+    "hydra.output_subdir",
+    "hydra/launcher",
+    "hydra.launcher.",
+    "hydra/sweeper",
+    "hydra.sweeper.",
+)
 
 
 def is_rank_zero() -> bool:
@@ -41,7 +49,13 @@ def is_rank_zero() -> bool:
 def brief_workers(run_dir, task_overrides, hydra_overrides, argv: list[str]):
     """Rank 0, before Lightning starts the workers: the command line that rejoins this job."""
     hydra_args = [o for o in hydra_overrides if not o.lstrip("+~").startswith(_NOT_FOR_WORKERS)]
-    args = [*_config_flags(argv[1:]), *task_overrides, *hydra_args, f"hydra.run.dir={_quoted(run_dir)}", "hydra.output_subdir=null"]
+    args = [
+        *_config_flags(argv[1:]),
+        *task_overrides,
+        *hydra_args,
+        f"hydra.run.dir={_quoted(run_dir)}",
+        "hydra.output_subdir=null",
+    ]
     os.environ[JOB_ENV] = json.dumps(args)
 
 
@@ -55,9 +69,15 @@ def worker_argv(argv: list[str]) -> list[str]:
 
 def check_launcher_can_start_workers(launcher_target: str, trainer):
     # In a joblib worker, the command line Lightning would re-run is joblib's, not train.py.
-    if "joblib" in launcher_target.lower() and trainer.world_size > 1 and not trainer.strategy.cluster_environment.creates_processes_externally:
-        raise FerError("a DDP job cannot start its processes inside a joblib worker; "
-                       "run DDP jobs with the default launcher (drop hydra/launcher=joblib) or with hydra/launcher=slurm")
+    if (
+        "joblib" in launcher_target.lower()
+        and trainer.world_size > 1
+        and not trainer.strategy.cluster_environment.creates_processes_externally
+    ):
+        raise FerError(
+            "a DDP job cannot start its processes inside a joblib worker; "
+            "run DDP jobs with the default launcher (drop hydra/launcher=joblib) or with hydra/launcher=slurm"
+        )
 
 
 def sync_batchnorm_works(accelerator) -> bool:

@@ -69,8 +69,16 @@ def trace(model: FaceProbabilities, size: int, opset: int) -> onnx.ModelProto:
     # result against PyTorch at another batch size.
     with warnings.catch_warnings(record=True):
         try:
-            torch.onnx.export(model, (faces,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT],
-                              output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (faces,),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            )
         except Exception as e:  # an opset this torch does not know, or one without an operator the model uses
             first = first_line(str(e)) or type(e).__name__
             raise FerError(f"torch could not export the model at opset={opset} ({first}); opset={OPSET} works") from None
@@ -107,8 +115,9 @@ def _reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-def export_onnx(ckpt_path: str | Path, output: str | None = None, overwrite: bool = False,
-                opset: int = OPSET) -> tuple[Path, dict]:
+def export_onnx(
+    ckpt_path: str | Path, output: str | None = None, overwrite: bool = False, opset: int = OPSET
+) -> tuple[Path, dict]:
     """checkpoint -> (the .onnx written, facts about it: meta, largest difference to PyTorch)."""
     if not ckpt_path:
         raise FerError("no checkpoint given: pass ckpt_path=PATH to a .ckpt from `python train.py`")
@@ -117,27 +126,34 @@ def export_onnx(ckpt_path: str | Path, output: str | None = None, overwrite: boo
         raise FerError(f"{ckpt_path} is already an ONNX model; export.py reads a .ckpt from `python train.py`")
     path = output_path(ckpt_path, output)
     if opset not in OPSETS:  # checked first: torch answers a bad one with a dump of the whole graph
-        raise FerError(f"opset={opset} is not one this exporter writes for these models; use {OPSETS[0]}..{OPSETS[-1]} "
-                       f"(default {OPSET})")
+        raise FerError(
+            f"opset={opset} is not one this exporter writes for these models; use {OPSETS[0]}..{OPSETS[-1]} (default {OPSET})"
+        )
     if path.exists() and not overwrite:
         raise FerError(f"{path} already exists; choose another output= or pass overwrite=true to replace it")
     try:
         net, meta = load_network(ckpt_path)
     except (KeyError, IndexError, TypeError, UnicodeDecodeError) as e:  # what torch's safe unpickler raises on junk
-        raise FerError(f"{ckpt_path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
-                       "pass the .ckpt written by `python train.py`") from None
+        raise FerError(
+            f"{ckpt_path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
+            "pass the .ckpt written by `python train.py`"
+        ) from None
     model = FaceProbabilities(net, meta["mean"], meta["std"], meta["input_size"], meta.get("temperature", {}).get("none", 1.0))
 
     size = stored_image_size(meta)
     proto = trace(model, size, opset)
     proto.producer_name, proto.producer_version = "fer", fer.__version__
-    proto.doc_string = (f"fer emotion classifier ({meta['net'].get('arch')}): {INPUT} uint8 (batch, {size}, {size}) "
-                        f"grey faces -> {OUTPUT} float (batch, {len(meta['class_names'])}) in class_names order")
+    proto.doc_string = (
+        f"fer emotion classifier ({meta['net'].get('arch')}): {INPUT} uint8 (batch, {size}, {size}) "
+        f"grey faces -> {OUTPUT} float (batch, {len(meta['class_names'])}) in class_names order"
+    )
     onnx.helper.set_model_props(proto, metadata_props(meta, ckpt_path, fer.__version__))
     onnx.checker.check_model(proto)
     difference = largest_difference(model, size, proto)
     if difference > MAX_DIFFERENCE:
-        raise FerError(f"the exported model differs from PyTorch by {difference:.2g} (more than {MAX_DIFFERENCE}); "
-                       f"try another opset (opset={opset} now)")
+        raise FerError(
+            f"the exported model differs from PyTorch by {difference:.2g} (more than {MAX_DIFFERENCE}); "
+            f"try another opset (opset={opset} now)"
+        )
     write_atomically(proto, path, overwrite)
     return path, {**meta, "difference": difference}

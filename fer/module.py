@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 
 
 def _stage_metrics(num_classes: int) -> MetricCollection:
-    return MetricCollection({
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-        "recall": MulticlassRecall(num_classes, average=None),
-        "confmat": MulticlassConfusionMatrix(num_classes),
-    })
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average=None),
+            "confmat": MulticlassConfusionMatrix(num_classes),
+        }
+    )
 
 
 def _check_learning_rate(lr):
@@ -97,8 +99,7 @@ class EmotionClassifier(L.LightningModule):
         try:
             missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
         except RuntimeError as e:  # a tensor of another shape than the stored spec builds
-            raise FerError(f"{path}: weights do not fit the stored architecture {spec.get('arch')!r} "
-                           f"({mismatch(e)})") from None
+            raise FerError(f"{path}: weights do not fit the stored architecture {spec.get('arch')!r} ({mismatch(e)})") from None
         if any(k.startswith("net.") for k in missing + unexpected):
             raise FerError(f"{path}: weights do not fit the stored architecture {spec.get('arch')!r}")
         # The stored statistics are the truth: a slim checkpoint (the shipped model) keeps no buffers,
@@ -241,12 +242,25 @@ class EmotionClassifier(L.LightningModule):
         # the accuracy-vs-time curves that compare recipes.
         epoch_s = time.monotonic() - self._epoch_started if self._epoch_started is not None else 0.0
         elapsed = (self.history[-1].get("time_s", 0.0) if self.history else 0.0) + epoch_s
-        row = {"epoch": self.current_epoch, "train/loss": train_loss, "train/acc": train_acc, "lr": lr, "time_s": round(elapsed, 1)}
+        row = {
+            "epoch": self.current_epoch,
+            "train/loss": train_loss,
+            "train/acc": train_acc,
+            "lr": lr,
+            "time_s": round(elapsed, 1),
+        }
         row.update({k: v for k, v in val.items() if k.startswith("val/")})
         self.history.append(row)
         if self.trainer.is_global_zero:
-            val_part = f"  val loss {row['val/loss']:.4f} acc {row['val/acc']:.4f} f1 {row['val/f1_macro']:.4f}" if "val/acc" in row else ""
-            log.info(f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs}: train loss {train_loss:.4f} acc {train_acc:.4f}{val_part}  lr {lr:.4g}")
+            val_part = (
+                f"  val loss {row['val/loss']:.4f} acc {row['val/acc']:.4f} f1 {row['val/f1_macro']:.4f}"
+                if "val/acc" in row
+                else ""
+            )
+            log.info(
+                f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs}: "
+                f"train loss {train_loss:.4f} acc {train_acc:.4f}{val_part}  lr {lr:.4g}"
+            )
 
     def on_test_epoch_end(self):
         self.test_results = self._finish("test", self.test_loss, self.test_metrics)
@@ -270,7 +284,10 @@ class EmotionClassifier(L.LightningModule):
             return optimizer
         length = int(steps) if self.scheduler_interval == "step" else self.trainer.max_epochs
         scheduler = self.scheduler_factory(optimizer, **self._schedule_length(length))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": "val/acc"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": "val/acc"},
+        }
 
     def _schedule_length(self, length: int) -> dict:
         # Schedules that need the run's length (OneCycleLR, CosineAnnealingLR) get it from the trainer.
@@ -295,19 +312,28 @@ class EmotionClassifier(L.LightningModule):
                 continue
             done = old.last_epoch  # steps taken, the initial one included
             if done >= steps:
-                raise FerError(f"this run has made {done} training steps of a {old.total_steps}-step schedule; "
-                               f"trainer.max_epochs={self.trainer.max_epochs} gives only {steps}: resume with a longer run")
+                raise FerError(
+                    f"this run has made {done} training steps of a {old.total_steps}-step schedule; "
+                    f"trainer.max_epochs={self.trainer.max_epochs} gives only {steps}: resume with a longer run"
+                )
             config.scheduler = self.scheduler_factory(old.optimizer, last_epoch=done - 1, **self._schedule_length(steps))
-            log.info("one-cycle schedule stretched from %d to %d steps (trainer.max_epochs=%d), continuing at step %d",
-                     old.total_steps, steps, self.trainer.max_epochs, done)
+            log.info(
+                "one-cycle schedule stretched from %d to %d steps (trainer.max_epochs=%d), continuing at step %d",
+                old.total_steps,
+                steps,
+                self.trainer.max_epochs,
+                done,
+            )
 
     def _no_step_message(self) -> str:
         trainer, dm = self.trainer, getattr(self.trainer, "datamodule", None)
         faces = len(dm.splits["train"]) if dm is not None and "train" in getattr(dm, "splits", {}) else "?"
         batch = getattr(dm, "batch_size", "?")
-        return ("this run would make no training step "
-                f"({faces} Training faces, data.batch_size={batch}, trainer.limit_train_batches={trainer.limit_train_batches}); "
-                "give trainer.limit_train_batches 1 or more batches (or lower data.batch_size)")
+        return (
+            "this run would make no training step "
+            f"({faces} Training faces, data.batch_size={batch}, trainer.limit_train_batches={trainer.limit_train_batches}); "
+            "give trainer.limit_train_batches 1 or more batches (or lower data.batch_size)"
+        )
 
 
 def _one_cycle_warmup(pct_start: float, total_steps: int) -> dict:

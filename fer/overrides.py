@@ -8,7 +8,6 @@ change Hydra itself (its callbacks, search path, config directory).
 
 import re
 import sys
-from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -166,4 +165,3 @@ def _calls_resolver(value) -> bool:
     if isinstance(value, list):
         return any(_calls_resolver(v) for v in value)
     return False
-

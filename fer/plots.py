@@ -15,13 +15,27 @@ def confusion_figure(counts, class_names, title: str = "Confusion matrix"):
     fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     n = len(class_names)
-    ax.set(xticks=range(n), yticks=range(n), xticklabels=class_names, yticklabels=class_names,
-           xlabel="predicted", ylabel="true", title=title)
+    ax.set(
+        xticks=range(n),
+        yticks=range(n),
+        xticklabels=class_names,
+        yticklabels=class_names,
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     plt.setp(ax.get_xticklabels(), rotation=35, ha="right")
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{rates[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{rates[i, j]:.2f}\n({counts[i, j]})",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
@@ -35,8 +49,13 @@ def curves_figure(history: list[dict], title: str = ""):
         for split, style in (("train", "-o"), ("val", "-s")):
             ys = [h.get(f"{split}/{key}") for h in history]
             if any(y is not None for y in ys):
-                ax.plot(epochs, [np.nan if y is None else y for y in ys], style, ms=3,
-                        label="train" if split == "train" else "validation")
+                ax.plot(
+                    epochs,
+                    [np.nan if y is None else y for y in ys],
+                    style,
+                    ms=3,
+                    label="train" if split == "train" else "validation",
+                )
         ax.set(xlabel="epoch", ylabel="accuracy" if key == "acc" else "cross-entropy loss")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -66,8 +85,19 @@ def reliability_figure(before: dict, after: dict, title: str = ""):
         left = np.arange(n) / n
         has = count > 0
         ax.bar(left[has], acc[has], width=1 / n, align="edge", color="tab:blue", edgecolor="black", lw=0.5, label="accuracy")
-        ax.bar(left[has], (conf - acc)[has], bottom=acc[has], width=1 / n, align="edge", color="tab:red", alpha=0.35,
-               hatch="//", edgecolor="tab:red", lw=0.5, label="gap to confidence")
+        ax.bar(
+            left[has],
+            (conf - acc)[has],
+            bottom=acc[has],
+            width=1 / n,
+            align="edge",
+            color="tab:red",
+            alpha=0.35,
+            hatch="//",
+            edgecolor="tab:red",
+            lw=0.5,
+            label="gap to confidence",
+        )
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
         ax.plot(left + 0.5 / n, count / max(count.sum(), 1), color="grey", lw=1, label="share of faces")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top class probability)", title=f"{name}: ECE {r['ece']:.1%}")

@@ -21,6 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+
 def normalize(faces: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     # (B, S, S) or (B, 1, S, S) uint8 -> (B, 1, S, S) float, zero mean / unit variance
     # with the training split's statistics (pixel units 0..1).

@@ -21,8 +21,10 @@ def holds_run(run_dir: Path) -> bool:
 
 
 def occupied_message(run_dir: Path) -> str:
-    return (f"{run_dir} already holds a run; choose another hydra.run.dir (nothing was overwritten), "
-            f"or continue it: python train.py ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+    return (
+        f"{run_dir} already holds a run; choose another hydra.run.dir (nothing was overwritten), "
+        f"or continue it: python train.py ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+    )
 
 
 def refuse_occupied_run_dir(argv: list[str]):

@@ -71,8 +71,19 @@ def _record_failure(message: str):
     log.error("this job failed: %s", message)
 
 
-COLUMNS = ["rank", "job", "overrides", "status", "val_acc", "val_f1_macro", "test_acc", "test_f1_macro", "train_acc", "epochs",
-           "minutes"]
+COLUMNS = [
+    "rank",
+    "job",
+    "overrides",
+    "status",
+    "val_acc",
+    "val_f1_macro",
+    "test_acc",
+    "test_f1_macro",
+    "train_acc",
+    "epochs",
+    "minutes",
+]
 
 
 def read_job(job_dir: Path) -> dict:
@@ -82,10 +93,21 @@ def read_job(job_dir: Path) -> dict:
     row = {"job": job_dir.name, "overrides": overrides}
     if (job_dir / "metrics.json").exists():
         m = json.loads((job_dir / "metrics.json").read_text())
-        row.update(status="ok", val_acc=m["val"]["acc"], val_f1_macro=m["val"]["f1_macro"], test_acc=m["test"]["acc"],
-                   test_f1_macro=m["test"]["f1_macro"], train_acc=m["train"]["acc"], epochs=m["epochs"],
-                   minutes=round(m["wall_time_s"] / 60, 1), recall=m["test"]["recall"], history=m["history"],
-                   calibration=m.get("calibration"), seed=m.get("seed"), tta=m["test"].get("tta"))
+        row.update(
+            status="ok",
+            val_acc=m["val"]["acc"],
+            val_f1_macro=m["val"]["f1_macro"],
+            test_acc=m["test"]["acc"],
+            test_f1_macro=m["test"]["f1_macro"],
+            train_acc=m["train"]["acc"],
+            epochs=m["epochs"],
+            minutes=round(m["wall_time_s"] / 60, 1),
+            recall=m["test"]["recall"],
+            history=m["history"],
+            calibration=m.get("calibration"),
+            seed=m.get("seed"),
+            tta=m["test"].get("tta"),
+        )
     elif (job_dir / "error.txt").exists():
         # The job's own one-line message, whole: a refusal cut mid-sentence no longer says what to do.
         row.update(status="failed: " + ((job_dir / "error.txt").read_text().strip().splitlines() or ["no message"])[0])
@@ -121,22 +143,42 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
         return f"{100 * v:.2f}%" if c.endswith("_acc") or c.endswith("f1_macro") or c.startswith("test_recall_") else str(v)
 
     def table(columns, header):
-        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(columns),
-                *("| " + " | ".join(cell(r, c) for c in columns) + " |" for r in rows)]
+        return [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(columns),
+            *("| " + " | ".join(cell(r, c) for c in columns) + " |" for r in rows),
+        ]
 
     lines = table(COLUMNS, COLUMNS)
     if classes:
-        lines += ["", "Test (PrivateTest) recall per class:", "",
-                  *table(["rank", "job", *recall_columns], ["rank", "job", *classes])]
+        lines += [
+            "",
+            "Test (PrivateTest) recall per class:",
+            "",
+            *table(["rank", "job", *recall_columns], ["rank", "job", *classes]),
+        ]
     groups = seed_spread(rows)
     if groups:
-        lines += ["", "Mean ± sample standard deviation over seeds, for jobs that differ only in `seed` "
-                  "(test_acc without TTA; macro-F1 and ECE with the job's model.tta):", "",
-                  "| overrides | seeds | " + " | ".join(SPREAD_FIGURES) + " |", "|" + "---|" * (2 + len(SPREAD_FIGURES)),
-                  *(f"| {g['overrides'] or '(none)'} | {', '.join(map(str, g['seeds']))} | "
-                    + " | ".join(format_spread(k, g[k]) for k in SPREAD_FIGURES) + " |" for g in groups)]
+        lines += [
+            "",
+            "Mean ± sample standard deviation over seeds, for jobs that differ only in `seed` "
+            "(test_acc without TTA; macro-F1 and ECE with the job's model.tta):",
+            "",
+            "| overrides | seeds | " + " | ".join(SPREAD_FIGURES) + " |",
+            "|" + "---|" * (2 + len(SPREAD_FIGURES)),
+            *(
+                f"| {g['overrides'] or '(none)'} | {', '.join(map(str, g['seeds']))} | "
+                + " | ".join(format_spread(k, g[k]) for k in SPREAD_FIGURES)
+                + " |"
+                for g in groups
+            ),
+        ]
         (sweep_dir / "seeds.json").write_text(json.dumps(groups, indent=2) + "\n")
-    text = "Ranked by validation (PublicTest) accuracy; test (PrivateTest) is reported, never used to rank.\n\n" + "\n".join(lines) + "\n"
+    text = (
+        "Ranked by validation (PublicTest) accuracy; test (PrivateTest) is reported, never used to rank.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     (sweep_dir / "summary.md").write_text(text)
     ok = [r for r in rows if r["status"] == "ok"]
     if ok:
@@ -151,8 +193,15 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
 # calibration report, which evaluates every mode), and macro-F1 and calibration error after
 # temperature scaling with the job's own TTA (model.tta), and the cost: the epochs' time (with
 # validation), not the whole run's, which adds data loading, test and calibration.
-SPREAD_FIGURES = ["val_acc", "test_acc", "test_acc_flip", "test_acc_ten_crop", "test_f1_macro", "test_ece_calibrated",
-                  "train_minutes"]
+SPREAD_FIGURES = [
+    "val_acc",
+    "test_acc",
+    "test_acc_flip",
+    "test_acc_ten_crop",
+    "test_f1_macro",
+    "test_ece_calibrated",
+    "train_minutes",
+]
 
 
 def seed_figures(row: dict) -> dict:
@@ -183,8 +232,9 @@ def seed_spread(rows: list[dict]) -> list[dict]:
         if len(members) < 2:
             continue
         figures = [seed_figures(m) for m in members]
-        out.append({"overrides": key, "seeds": [m.get("seed") for m in members],
-                    **{k: [f[k] for f in figures] for k in SPREAD_FIGURES}})
+        out.append(
+            {"overrides": key, "seeds": [m.get("seed") for m in members], **{k: [f[k] for f in figures] for k in SPREAD_FIGURES}}
+        )
     return out
 
 
@@ -193,8 +243,13 @@ def spread(values: list) -> dict | None:
     values = [v for v in values if v is not None]
     if not values:
         return None
-    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
+    return {
+        "mean": statistics.mean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def format_spread(figure: str, values: list) -> str:
@@ -226,8 +281,12 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         rows = summarize_sweep(sweep_dir)
-        print("\n" + write_summary(sweep_dir, rows) + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md, summary.png)", flush=True)
+        print(
+            "\n" + write_summary(sweep_dir, rows) + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md, summary.png)", flush=True
+        )
         failed = [r for r in rows if r["status"] != "ok"]
         if failed:
-            print(f"error: {len(failed)} of {len(rows)} jobs failed; see error.txt in their run dirs", file=sys.stderr, flush=True)
+            print(
+                f"error: {len(failed)} of {len(rows)} jobs failed; see error.txt in their run dirs", file=sys.stderr, flush=True
+            )
             sys.exit(1)

@@ -115,7 +115,10 @@ def _build_model(cfg: DictConfig, datamodule) -> tuple[EmotionClassifier, Path |
             datamodule.pin_preprocessing(float(start["mean"]), float(start["std"]), model.input_size)
         return model, init_from
     if init_from:
-        raise FerError("init_from= starts a training run from a checkpoint's weights; to evaluate a checkpoint use train=false ckpt_path=PATH")
+        raise FerError(
+            "init_from= starts a training run from a checkpoint's weights; "
+            "to evaluate a checkpoint use train=false ckpt_path=PATH"
+        )
     if not cfg.ckpt_path:
         raise FerError("train=false evaluates a checkpoint: give it with ckpt_path=PATH")
     model = EmotionClassifier.from_checkpoint(cfg.ckpt_path)
@@ -128,8 +131,10 @@ def _check_model_chosen(model_cfg: DictConfig):
     # conf/model/base/ holds what the models share and leaves their own part unset (???): picked as a model, say so.
     unset = [k for k in ("net", "optimizer") if OmegaConf.is_missing(model_cfg, k)]
     if unset:
-        raise FerError(f"model.{unset[0]} is not set: conf/model/base/ is what the models share, not a model; "
-                       "choose model=baseline, model=regularized or model=vgg")
+        raise FerError(
+            f"model.{unset[0]} is not set: conf/model/base/ is what the models share, not a model; "
+            "choose model=baseline, model=regularized or model=vgg"
+        )
 
 
 def _build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -139,8 +144,14 @@ def _build_trainer(cfg: DictConfig) -> L.Trainer:
     chosen_precision, why = precision.choose(cfg.trainer.precision, cfg.trainer.accelerator)
     log.info("precision: %s (%s)", chosen_precision, why)
     # AtomicCheckpointIO: a kill while a checkpoint is written leaves the previous one whole.
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=chosen_precision,
-                                     plugins=[AtomicCheckpointIO()], **_sync_batchnorm_setting(cfg.trainer))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        precision=chosen_precision,
+        plugins=[AtomicCheckpointIO()],
+        **_sync_batchnorm_setting(cfg.trainer),
+    )
     distributed.check_launcher_can_start_workers(str(HydraConfig.get().launcher.get("_target_", "")), trainer)
     return trainer
 
@@ -155,8 +166,10 @@ def _fit(cfg: DictConfig, trainer: L.Trainer, model: EmotionClassifier, datamodu
     resuming = _resuming(cfg)
     if resuming:
         log.info("resuming from %s", cfg.ckpt_path)
-    with _no_events_unless_an_epoch_ran(trainer.loggers, run_dir, model, resuming), \
-            _ctrl_c_exits_130(trainer, lambda: _resume_hint(run_dir, model)):
+    with (
+        _no_events_unless_an_epoch_ran(trainer.loggers, run_dir, model, resuming),
+        _ctrl_c_exits_130(trainer, lambda: _resume_hint(run_dir, model)),
+    ):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path if resuming else None)
     checkpoint = _best_checkpoint(trainer)
     best = checkpoint.best_model_path if checkpoint else ""
@@ -169,15 +182,30 @@ def _test(trainer: L.Trainer, model: EmotionClassifier, datamodule, test_ckpt: s
     history = list(model.history)
     if trainer.is_global_zero:
         datamodule.setup("test")  # loaded by fit already; an evaluation-only run loads it here to count the faces
-        log.info("testing %s on PrivateTest: %d faces%s", test_ckpt or "the model", _faces(datamodule, "test", trainer),
-                 f", tta={model.tta}" if model.tta != "none" else "")
-    with _ctrl_c_exits_130(trainer, lambda: "interrupted while testing; training had finished, its checkpoints are in " + str(run_dir / "checkpoints")):
+        log.info(
+            "testing %s on PrivateTest: %d faces%s",
+            test_ckpt or "the model",
+            _faces(datamodule, "test", trainer),
+            f", tta={model.tta}" if model.tta != "none" else "",
+        )
+    with _ctrl_c_exits_130(
+        trainer,
+        lambda: "interrupted while testing; training had finished, its checkpoints are in " + str(run_dir / "checkpoints"),
+    ):
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
     model.history = history  # loading the best checkpoint brought back the history as of that epoch
 
 
-def _evaluate(cfg, trainer: L.Trainer, model: EmotionClassifier, datamodule, run_dir: Path, test_ckpt: str | None,
-              init_from: Path | None, t0: float) -> dict:
+def _evaluate(
+    cfg,
+    trainer: L.Trainer,
+    model: EmotionClassifier,
+    datamodule,
+    run_dir: Path,
+    test_ckpt: str | None,
+    init_from: Path | None,
+    t0: float,
+) -> dict:
     """After the test: the Training split, calibration and the starting point's accuracy, as metrics.json holds them."""
     train_eval = _evaluate_train_split(model, datamodule, trainer) if cfg.train and cfg.eval_train_split else None
     calibrated = _calibrate(cfg, model, datamodule, trainer, run_dir, test_ckpt) if cfg.get("calibrate", True) else None
@@ -186,10 +214,18 @@ def _evaluate(cfg, trainer: L.Trainer, model: EmotionClassifier, datamodule, run
         metrics["calibration"] = calibrated
     if init_from and cfg.train:
         # The figure a fine-tuned model must beat: where it started, on the same test faces.
-        metrics["init_from"] = {"checkpoint": str(init_from), "test_acc": warmstart.test_accuracy(
-            init_from, *_evaluated_faces(datamodule, "test", trainer.limit_test_batches), model.tta)}
-        log.info("started from %s: test %.2f%% on the same faces (this run: %.2f%%)", init_from,
-                 100 * metrics["init_from"]["test_acc"], 100 * metrics["test"]["acc"])
+        metrics["init_from"] = {
+            "checkpoint": str(init_from),
+            "test_acc": warmstart.test_accuracy(
+                init_from, *_evaluated_faces(datamodule, "test", trainer.limit_test_batches), model.tta
+            ),
+        }
+        log.info(
+            "started from %s: test %.2f%% on the same faces (this run: %.2f%%)",
+            init_from,
+            100 * metrics["init_from"]["test_acc"],
+            100 * metrics["test"]["acc"],
+        )
     return metrics
 
 
@@ -217,8 +253,10 @@ def _log_hyperparams(loggers, cfg, metrics: dict):
 def _check_epochs(max_epochs):
     # Lightning's max_epochs=0 fits nothing, and the test and metrics.json would then report an untrained model.
     if max_epochs is not None and max_epochs != -1 and max_epochs < 1:
-        raise FerError(f"trainer.max_epochs={max_epochs} trains nothing; give 1 or more "
-                       "(to evaluate a checkpoint without training: train=false ckpt_path=PATH)")
+        raise FerError(
+            f"trainer.max_epochs={max_epochs} trains nothing; give 1 or more "
+            "(to evaluate a checkpoint without training: train=false ckpt_path=PATH)"
+        )
 
 
 def _sync_batchnorm_setting(trainer_cfg) -> dict:
@@ -227,8 +265,11 @@ def _sync_batchnorm_setting(trainer_cfg) -> dict:
     if not trainer_cfg.get("sync_batchnorm") or distributed.sync_batchnorm_works(trainer_cfg.get("accelerator", "auto")):
         return {}
     if distributed.is_rank_zero():
-        log.info("sync_batchnorm: off on accelerator=%s (torch synchronises BatchNorm on GPUs only); "
-                 "each process normalises by its own share of the batch", trainer_cfg.get("accelerator"))
+        log.info(
+            "sync_batchnorm: off on accelerator=%s (torch synchronises BatchNorm on GPUs only); "
+            "each process normalises by its own share of the batch",
+            trainer_cfg.get("accelerator"),
+        )
     return {"sync_batchnorm": False}
 
 
@@ -250,7 +291,9 @@ def _resume_hint(run_dir: Path, model: EmotionClassifier) -> str:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.exists():
         return "training interrupted before its first epoch ended: nothing to resume"
-    return f"training interrupted after {len(model.history)} epochs; resume with: python train.py {shlex.quote(f'ckpt_path={last}')}"
+    return (
+        f"training interrupted after {len(model.history)} epochs; resume with: python train.py {shlex.quote(f'ckpt_path={last}')}"
+    )
 
 
 @contextmanager
@@ -338,10 +381,22 @@ def _calibrate(cfg, model: EmotionClassifier, datamodule, trainer, run_dir: Path
     checkpoint is left as it is: a calibrated slim copy is written in the run dir instead)."""
     val = _evaluated_faces(datamodule, "val", trainer.limit_val_batches)
     test = _evaluated_faces(datamodule, "test", trainer.limit_test_batches)
-    log.info("calibrating: a temperature per TTA mode (%s) fitted on %d PublicTest faces, judged on %d PrivateTest faces "
-             "(calibrate=false skips this)", ", ".join(calibration.TTA_MODES), len(val[1]), len(test[1]))
-    report = calibration.report(model, val, test, datamodule.mean, datamodule.std, model.input_size,
-                                progress=lambda i, mode: log.info("calibrating %d/%d: tta=%s", i, len(calibration.TTA_MODES), mode))
+    log.info(
+        "calibrating: a temperature per TTA mode (%s) fitted on %d PublicTest faces, judged on %d PrivateTest faces "
+        "(calibrate=false skips this)",
+        ", ".join(calibration.TTA_MODES),
+        len(val[1]),
+        len(test[1]),
+    )
+    report = calibration.report(
+        model,
+        val,
+        test,
+        datamodule.mean,
+        datamodule.std,
+        model.input_size,
+        progress=lambda i, mode: log.info("calibrating %d/%d: tta=%s", i, len(calibration.TTA_MODES), mode),
+    )
     model.temperatures = {mode: r["temperature"] for mode, r in report.items()}
     r = report[model.tta]
     title = f"{model.net_spec['arch']}, PrivateTest, tta={model.tta}: temperature {r['temperature']:.2f} fitted on PublicTest"
@@ -350,7 +405,9 @@ def _calibrate(cfg, model: EmotionClassifier, datamodule, trainer, run_dir: Path
         update_meta(best_ckpt, temperature=model.temperatures)
         report["stored_in"] = str(best_ckpt)
     elif cfg.ckpt_path and not cfg.train:
-        copy = save_slim(cfg.ckpt_path, run_dir / "checkpoints" / "calibrated.ckpt", meta_updates={"temperature": model.temperatures})
+        copy = save_slim(
+            cfg.ckpt_path, run_dir / "checkpoints" / "calibrated.ckpt", meta_updates={"temperature": model.temperatures}
+        )
         report["stored_in"] = str(copy)
         log.info("calibrated copy of %s: %s", cfg.ckpt_path, copy)
     return report
@@ -373,12 +430,19 @@ def _metrics_json(cfg, model, trainer, test_ckpt: str | None, train_eval, wall) 
             "acc": train_eval["acc"] if train_eval else None,
             "acc_augmented_last_epoch": history[-1]["train/acc"] if history else None,
         },
-        "val": {"acc": best["val/acc"] if best else None, "f1_macro": best["val/f1_macro"] if best else None,
-                "best_epoch": best["epoch"] + 1 if best else None},
+        "val": {
+            "acc": best["val/acc"] if best else None,
+            "f1_macro": best["val/f1_macro"] if best else None,
+            "best_epoch": best["epoch"] + 1 if best else None,
+        },
         "test": {
-            "acc": test["test/acc"], "f1_macro": test["test/f1_macro"], "loss": test["test/loss"],
-            "recall": test["recall"], "confusion_matrix": test["confmat"],
-            "checkpoint": str(test_ckpt or cfg.ckpt_path or ""), "tta": model.tta,
+            "acc": test["test/acc"],
+            "f1_macro": test["test/f1_macro"],
+            "loss": test["test/loss"],
+            "recall": test["recall"],
+            "confusion_matrix": test["confmat"],
+            "checkpoint": str(test_ckpt or cfg.ckpt_path or ""),
+            "tta": model.tta,
         },
         "class_names": model.class_names,
         "epochs": len(history),
@@ -396,17 +460,26 @@ def _metrics_json(cfg, model, trainer, test_ckpt: str | None, train_eval, wall) 
 
 def _save_figures(run_dir: Path, model: EmotionClassifier):
     if model.history:
-        plots.save(plots.curves_figure(model.history, f"{model.net_spec['arch']}: accuracy and loss per epoch"), run_dir / "curves.png")
+        plots.save(
+            plots.curves_figure(model.history, f"{model.net_spec['arch']}: accuracy and loss per epoch"), run_dir / "curves.png"
+        )
     acc = model.test_results["test/acc"]
-    fig = plots.confusion_figure(model.test_results["confmat"], model.class_names, f"{model.net_spec['arch']}, test (PrivateTest) accuracy {acc:.1%}")
+    fig = plots.confusion_figure(
+        model.test_results["confmat"], model.class_names, f"{model.net_spec['arch']}, test (PrivateTest) accuracy {acc:.1%}"
+    )
     plots.save(fig, run_dir / "confusion_test.png")
 
 
 def _calibration_line(report: dict | None) -> str:
     if not report:
         return ""
-    parts = [f"{mode} {100 * r['acc']:.2f}% (ECE {100 * r['reliability']['ece']:.1f} -> {100 * r['reliability_calibrated']['ece']:.1f}, "
-             f"T {r['temperature']:.2f})" for mode, r in report.items() if isinstance(r, dict)]
+    parts = [
+        f"{mode} {100 * r['acc']:.2f}% "
+        f"(ECE {100 * r['reliability']['ece']:.1f} -> {100 * r['reliability_calibrated']['ece']:.1f}, "
+        f"T {r['temperature']:.2f})"
+        for mode, r in report.items()
+        if isinstance(r, dict)
+    ]
     return "\ntest by TTA mode: " + ", ".join(parts)
 
 
@@ -418,7 +491,8 @@ def _duration_text(m: dict) -> str:
     if not history or "time_s" not in history[-1]:
         return f"{m['epochs']} epochs in {wall}"
     # The epochs' own clock: a resumed run's wall time covers only its last leg (and the test).
-    return f"{m['epochs']} epochs in {history[-1]['time_s'] / 60:.1f} min of training (this run {wall}, test and calibration included)"
+    training = history[-1]["time_s"] / 60
+    return f"{m['epochs']} epochs in {training:.1f} min of training (this run {wall}, test and calibration included)"
 
 
 def _print_summary(run_dir: Path, m: dict):

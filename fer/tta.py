@@ -38,7 +38,7 @@ def _crops(x: torch.Tensor, size: int, mode: str) -> list[torch.Tensor]:
         return [center_crop(x, size)]
     h, w = x.shape[-2:]
     corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
-    return [x[..., t : t + size, l : l + size] for t, l in corners] + [center_crop(x, size)]
+    return [x[..., top : top + size, left : left + size] for top, left in corners] + [center_crop(x, size)]
 
 
 def views(x: torch.Tensor, input_size: int, mode: str) -> list[torch.Tensor]:
@@ -53,7 +53,9 @@ def views(x: torch.Tensor, input_size: int, mode: str) -> list[torch.Tensor]:
 MAX_BATCH = 1024  # images per forward pass when views are stacked
 
 
-def eval_logits(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, input_size: int, mode: str = "none") -> torch.Tensor:
+def eval_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, input_size: int, mode: str = "none"
+) -> torch.Tensor:
     """(B, 1, S, S) normalised faces -> (B, classes) logits, averaged over the mode's views.
 
     A few faces' views go through the network as one batch (fewer, larger matrix products are faster

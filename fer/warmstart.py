@@ -25,30 +25,40 @@ def load_initial_weights(model, path: str | Path) -> dict:
     meta = ckpt["fer"]
     stored, ours = dict(meta["net"]), model.net_spec
     if stored.get("arch") != ours["arch"]:
-        raise FerError(f"init_from={path} holds a {stored.get('arch')!r} network, but this run builds {ours['arch']!r}; "
-                       f"add model={stored.get('arch')} (a warm start needs the same architecture)")
+        raise FerError(
+            f"init_from={path} holds a {stored.get('arch')!r} network, but this run builds {ours['arch']!r}; "
+            f"add model={stored.get('arch')} (a warm start needs the same architecture)"
+        )
     if list(meta["class_names"]) != list(model.class_names):
-        raise FerError(f"init_from={path} was trained on the classes {meta['class_names']}, this run has {model.class_names}; "
-                       "a warm start needs the same class list")
+        raise FerError(
+            f"init_from={path} was trained on the classes {meta['class_names']}, this run has {model.class_names}; "
+            "a warm start needs the same class list"
+        )
     try:
         model.net.load_state_dict(net_weights(ckpt["state_dict"]))
     except RuntimeError:
-        differ = {k: (stored.get(k), ours.get(k)) for k in set(stored) | set(ours) if k != "dropout" and stored.get(k) != ours.get(k)}
-        raise FerError(f"init_from={path}: its weights do not fit this run's {ours['arch']!r} network "
-                       f"(checkpoint vs config: {differ}); use the checkpoint's settings") from None
+        differ = {
+            k: (stored.get(k), ours.get(k)) for k in set(stored) | set(ours) if k != "dropout" and stored.get(k) != ours.get(k)
+        }
+        raise FerError(
+            f"init_from={path}: its weights do not fit this run's {ours['arch']!r} network "
+            f"(checkpoint vs config: {differ}); use the checkpoint's settings"
+        ) from None
     log.info("warm start: network weights from %s (optimizer, schedule and epochs start afresh)", path)
     return meta
 
 
 class FreezeFeatures(L.Callback):
-    """callbacks=freeze_features (conf/callbacks/freeze_features.yaml): the convolutional part keeps its weights and its BatchNorm statistics;
-    only the fully connected head trains (fewer faces needed, less forgetting)."""
+    """callbacks=freeze_features (conf/callbacks/freeze_features.yaml): the convolutional part keeps its
+    weights and its BatchNorm statistics; only the fully connected head trains (fewer faces needed, less forgetting)."""
 
     def on_fit_start(self, trainer, pl_module):
         for p in pl_module.net.features.parameters():
             p.requires_grad_(False)
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-        log.info("callbacks=freeze_features: %d of %d parameters train", trainable, sum(p.numel() for p in pl_module.parameters()))
+        log.info(
+            "callbacks=freeze_features: %d of %d parameters train", trainable, sum(p.numel() for p in pl_module.parameters())
+        )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         # Lightning puts the whole module back in train mode after each validation; frozen

@@ -10,9 +10,15 @@ from filelock import FileLock  # a dependency of torch's
 ROOT = Path(__file__).resolve().parents[1]
 # How the tests shrink a training run of the README's defaults: a few batches of one epoch, no
 # train-split evaluation, no calibration, 2 batches of 64 faces to validate and test (ten-crop TTA: 10 views each).
-SHRINK = {"trainer.max_epochs": "1", "trainer.limit_train_batches": "2", "trainer.limit_val_batches": "2",
-          "trainer.limit_test_batches": "2", "eval_train_split": "false", "calibrate": "false",
-          "data.eval_batch_size": "64"}
+SHRINK = {
+    "trainer.max_epochs": "1",
+    "trainer.limit_train_batches": "2",
+    "trainer.limit_val_batches": "2",
+    "trainer.limit_test_batches": "2",
+    "eval_train_split": "false",
+    "calibrate": "false",
+    "data.eval_batch_size": "64",
+}
 
 
 def _shared_dir(tmp_path_factory) -> Path:
@@ -35,11 +41,14 @@ def _data_path() -> Path | None:
 
 @pytest.fixture(scope="session")
 def fer2013_path(tmp_path_factory) -> Path:
-    """The real FER2013 file, parsed into the session's cache once. Under CI=true a missing file fails the test instead of skipping it."""
+    """The real FER2013 file, parsed into the session's cache once.
+    Under CI=true a missing file fails the test instead of skipping it."""
     p = _data_path()
     if p is None:
-        msg = (f"FER2013 not found (FER2013_PATH={os.environ.get('FER2013_PATH')!r}, "
-               f"otherwise {ROOT / 'data' / 'fer2013.csv'}); see data/README.md")
+        msg = (
+            f"FER2013 not found (FER2013_PATH={os.environ.get('FER2013_PATH')!r}, "
+            f"otherwise {ROOT / 'data' / 'fer2013.csv'}); see data/README.md"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)
@@ -89,8 +98,10 @@ def tiny_run(fer2013_path, tmp_path_factory) -> Path:
     run_dir, done = shared / "tiny-run", shared / "tiny-run.done"
     with FileLock(shared / "tiny-run.lock"):
         if not done.exists():
-            r = run_cli(["train.py", *(f"{k}={v}" for k, v in SHRINK.items()), f"hydra.run.dir={run_dir}"],
-                        env={"FER2013_PATH": str(fer2013_path)})
+            r = run_cli(
+                ["train.py", *(f"{k}={v}" for k, v in SHRINK.items()), f"hydra.run.dir={run_dir}"],
+                env={"FER2013_PATH": str(fer2013_path)},
+            )
             assert r.returncode == 0, r.stderr[-3000:]
             done.touch()
     return run_dir
@@ -168,4 +179,3 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
 
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-

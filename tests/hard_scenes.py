@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from fer.infer.detect import Box, iou
+
 from scenes import background
 
 SIZE = (640, 480)
@@ -36,7 +37,7 @@ def cover_mouth(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     tone = float(np.clip(np.median(face) + rng.uniform(-10, 30), 40, 230))
     shade = np.linspace(tone - 12, tone + 12, w, dtype=np.float32)[None, :].repeat(h, 0)
     covered = face.copy()
-    covered[y0:y0 + h, x0:x0 + w] = np.clip(shade, 0, 255).astype(np.uint8)
+    covered[y0 : y0 + h, x0 : x0 + w] = np.clip(shade, 0, 255).astype(np.uint8)
     return covered
 
 
@@ -51,14 +52,20 @@ def plant(frame: np.ndarray, face: np.ndarray, centre: tuple[float, float], side
     mask = cv2.warpAffine(np.full((side, side), 255, np.uint8), turn, (out, out), flags=cv2.INTER_LINEAR)
     cx, cy = int(round(centre[0])), int(round(centre[1]))
     x0, y0 = cx - reach, cy - reach
-    region = frame[y0:y0 + out, x0:x0 + out]
+    region = frame[y0 : y0 + out, x0 : x0 + out]
     alpha = (mask.astype(np.float32) / 255)[:, :, None]
     region[:] = (alpha * turned[:, :, None] + (1 - alpha) * region).astype(np.uint8)
     return cx - side // 2, cy - side // 2, side, side
 
 
-def hard_scene(faces: list[np.ndarray], rng: np.random.Generator, sizes=(60, 300), max_angle: float = 30.0,
-               cover: float = 0.3, tries: int = 200) -> Scene:
+def hard_scene(
+    faces: list[np.ndarray],
+    rng: np.random.Generator,
+    sizes=(60, 300),
+    max_angle: float = 30.0,
+    cover: float = 0.3,
+    tries: int = 200,
+) -> Scene:
     """The faces placed at random sizes and turns without overlapping (fewer if they do not fit)."""
     frame = background(SIZE)
     planted: list[Planted] = []

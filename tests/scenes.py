@@ -19,15 +19,16 @@ def background(size: tuple[int, int]) -> np.ndarray:
     return cv2.cvtColor(ramp.astype(np.uint8), cv2.COLOR_GRAY2BGR)
 
 
-def place_faces(faces: Sequence[np.ndarray], corners: Sequence[tuple[int, int]], size=(640, 480),
-                scale: float = FACE_SCALE) -> tuple[np.ndarray, list[Box]]:
+def place_faces(
+    faces: Sequence[np.ndarray], corners: Sequence[tuple[int, int]], size=(640, 480), scale: float = FACE_SCALE
+) -> tuple[np.ndarray, list[Box]]:
     """Faces (48x48 uint8) enlarged `scale` times with their top-left corners at `corners` -> (BGR frame, boxes)."""
     frame = background(size)
     boxes = []
     for face, (x, y) in zip(faces, corners):
         side = int(round(face.shape[0] * scale))
         big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
-        frame[y:y + side, x:x + side] = big[:, :, None]
+        frame[y : y + side, x : x + side] = big[:, :, None]
         boxes.append((x, y, side, side))
     return frame, boxes
 
@@ -42,8 +43,9 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 25.0) -> 
     return Path(path)
 
 
-def drifting_faces(faces: Sequence[np.ndarray], n_frames: int, size=(640, 480), scale: float = FACE_SCALE,
-                   step: int = 2) -> tuple[list[np.ndarray], list[list[Box]]]:
+def drifting_faces(
+    faces: Sequence[np.ndarray], n_frames: int, size=(640, 480), scale: float = FACE_SCALE, step: int = 2
+) -> tuple[list[np.ndarray], list[list[Box]]]:
     """Frames on which the faces (side by side) drift right by `step` px a frame: something to track."""
     side = int(round(48 * scale))
     gap = (size[0] - len(faces) * side) // (len(faces) + 1)

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import net_kwargs
 from torchmetrics.classification import MulticlassCalibrationError
 
 from fer.calibration import fit_temperature, reliability
@@ -12,6 +11,8 @@ from fer.infer.classify import FaceClassifier
 from fer.models import build_net
 from fer.preprocess import center_crop
 from fer.tta import check_mode, eval_logits, views
+
+from conftest import net_kwargs
 
 
 def faces(n=3, seed=0):
@@ -76,8 +77,12 @@ def test_ece_agrees_with_torchmetrics_and_scaling_lowers_it():
 def test_inference_divides_by_the_stored_temperature_of_its_tta_mode(random_checkpoint):
     from fer.checkpoint import save_slim
 
-    ckpt = save_slim(random_checkpoint, random_checkpoint.with_name("calibrated.ckpt"), half=False,
-                     meta_updates={"temperature": {"none": 1.0, "flip": 3.0}})
+    ckpt = save_slim(
+        random_checkpoint,
+        random_checkpoint.with_name("calibrated.ckpt"),
+        half=False,
+        meta_updates={"temperature": {"none": 1.0, "flip": 3.0}},
+    )
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5, 48, 48), dtype=np.uint8)
     plain = FaceClassifier.from_checkpoint(ckpt)

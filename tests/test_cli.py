@@ -5,10 +5,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import ROOT, random_rows, run_cli, write_csv
 
 TINY = ["data.batch_size=4", "trainer.enable_progress_bar=false", "model=baseline"]
@@ -28,9 +28,13 @@ def test_missing_data_file(tmp_path):
 
 def test_config_typo_and_unknown_model(tmp_path):
     assert_clean_error(run_cli(["train.py", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path}"]), "max_epoch")
-    assert_clean_error(run_cli(["train.py", "model=resnet", f"hydra.run.dir={tmp_path}"]), "model/resnet", "baseline", "regularized")
+    assert_clean_error(
+        run_cli(["train.py", "model=resnet", f"hydra.run.dir={tmp_path}"]), "model/resnet", "baseline", "regularized"
+    )
     # the models' shared base is no model of its own
-    assert_clean_error(run_cli(["train.py", "model=base/classifier", f"hydra.run.dir={tmp_path / 'b'}"]), "not a model", "model=regularized")
+    assert_clean_error(
+        run_cli(["train.py", "model=base/classifier", f"hydra.run.dir={tmp_path / 'b'}"]), "not a model", "model=regularized"
+    )
 
 
 @pytest.mark.slow
@@ -40,7 +44,9 @@ def test_malformed_rows_error_and_skip(tmp_path):
     bad = write_csv(tmp_path / "bad.csv", rows)
     r = run_cli(["train.py", f"data.path={bad}", *TINY, f"hydra.run.dir={tmp_path / 'a'}"])
     assert_clean_error(r, "bad.csv: line 2: 3 pixel values, expected 2304")
-    r = run_cli(["train.py", f"data.path={bad}", "data.on_bad_row=skip", "trainer.max_epochs=1", *TINY, f"hydra.run.dir={tmp_path / 'b'}"])
+    r = run_cli(
+        ["train.py", f"data.path={bad}", "data.on_bad_row=skip", "trainer.max_epochs=1", *TINY, f"hydra.run.dir={tmp_path / 'b'}"]
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skipped 1 bad rows" in r.stdout + r.stderr
 
@@ -52,7 +58,16 @@ def test_empty_split(tmp_path):
 
 
 def test_nan_loss(tiny_csv, tmp_path):
-    r = run_cli(["train.py", f"data.path={tiny_csv}", *TINY, "model.optimizer.lr=1e30", "trainer.max_epochs=3", f"hydra.run.dir={tmp_path}"])
+    r = run_cli(
+        [
+            "train.py",
+            f"data.path={tiny_csv}",
+            *TINY,
+            "model.optimizer.lr=1e30",
+            "trainer.max_epochs=3",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
     assert_clean_error(r, "training loss became", "lower the learning rate")
     assert not (tmp_path / "tensorboard").exists()  # failed before its first epoch ended: no empty run on a dashboard
 
@@ -63,7 +78,10 @@ def assert_one_line_error(r, *fragments):
 
 
 BAD_VALUES = [
-    ("model.net.dropout=1.5", "dropout probability has to be between 0 and 1, but got 1.5"),  # raised while Hydra builds the model
+    (
+        "model.net.dropout=1.5",
+        "dropout probability has to be between 0 and 1, but got 1.5",
+    ),  # raised while Hydra builds the model
     ("model.tta=tencrop", "tta=tencrop is not a test-time augmentation; choose one of none, flip, ten_crop"),
     ("data.batch_size=0", "data.batch_size must be a whole number of faces, 1 or more, not 0"),
     ("data.batch_size=-1", "data.batch_size must be a whole number of faces, 1 or more, not -1"),
@@ -73,12 +91,16 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("override, message", [*BAD_VALUES[:3], BAD_VALUES[-1],
-                                               ("trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing; give 1 or more")])
+@pytest.mark.parametrize(
+    "override, message",
+    [*BAD_VALUES[:3], BAD_VALUES[-1], ("trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing; give 1 or more")],
+)
 @pytest.mark.slow
 def test_bad_config_values_are_one_line(tiny_csv, tmp_path, override, message):
     # the default model (README defaults), shrunk to batches of 4 faces
-    r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=1", override, f"hydra.run.dir={tmp_path}"])
+    r = run_cli(
+        ["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=1", override, f"hydra.run.dir={tmp_path}"]
+    )
     assert_one_line_error(r, message)
     assert "Error in call to target" not in r.stderr + r.stdout and not (tmp_path / "metrics.json").exists()
 
@@ -101,10 +123,28 @@ def test_every_bad_value_is_refused_when_its_object_is_built(override, message):
 @pytest.mark.slow
 def test_a_run_without_a_single_training_step_is_one_line(tiny_csv, tmp_path):
     # the default model's one-cycle schedule would be asked for a run of 0 (or -1) steps
-    r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.limit_train_batches=0", f"hydra.run.dir={tmp_path / 'a'}"])
-    assert_one_line_error(r, "this run would make no training step (14 Training faces", "give trainer.limit_train_batches 1 or more")
+    r = run_cli(
+        [
+            "train.py",
+            f"data.path={tiny_csv}",
+            "data.batch_size=4",
+            "trainer.limit_train_batches=0",
+            f"hydra.run.dir={tmp_path / 'a'}",
+        ]
+    )
+    assert_one_line_error(
+        r, "this run would make no training step (14 Training faces", "give trainer.limit_train_batches 1 or more"
+    )
     assert not (tmp_path / "a" / "tensorboard").exists()
-    r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.limit_train_batches=0.01", f"hydra.run.dir={tmp_path / 'b'}"])
+    r = run_cli(
+        [
+            "train.py",
+            f"data.path={tiny_csv}",
+            "data.batch_size=4",
+            "trainer.limit_train_batches=0.01",
+            f"hydra.run.dir={tmp_path / 'b'}",
+        ]
+    )
     assert_one_line_error(r, "limit_train_batches")
 
 
@@ -119,10 +159,15 @@ def test_a_sweep_summary_shows_the_projects_message_for_a_refused_value(tiny_csv
 
 def test_ctrl_c_exits_130_and_says_how_to_resume(tiny_csv, tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "train.py", f"data.path={tiny_csv}", *TINY, "trainer.max_epochs=10000", f"hydra.run.dir={run_dir}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a test run started in the background (nohup ... &) ignores SIGINT, and the child would inherit that
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", f"data.path={tiny_csv}", *TINY, "trainer.max_epochs=10000", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a test run started in the background (nohup ... &) ignores SIGINT, and the child would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not last.exists():
@@ -144,12 +189,16 @@ def test_checkpoints_that_are_not_ours_or_from_another_model(tiny_csv, tmp_path,
     assert_clean_error(r, "is not a fer checkpoint")
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "epoch": 3}, other)
-    assert_clean_error(run_cli(["train.py", "train=false", f"ckpt_path={other}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'b'}"]),
-                       "is not a fer checkpoint")
+    assert_clean_error(
+        run_cli(["train.py", "train=false", f"ckpt_path={other}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'b'}"]),
+        "is not a fer checkpoint",
+    )
     # a regularized checkpoint given to a baseline run
     r = run_cli(["train.py", *TINY, f"ckpt_path={random_checkpoint}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'c'}"])
     assert_clean_error(r, "holds a 'regularized' network", "model=regularized")
-    assert_clean_error(run_cli(["train.py", "train=false", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'd'}"]), "ckpt_path=")
+    assert_clean_error(
+        run_cli(["train.py", "train=false", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'd'}"]), "ckpt_path="
+    )
 
 
 def test_a_run_never_writes_over_an_earlier_run(tiny_csv, tmp_path):
@@ -163,9 +212,19 @@ def test_a_run_never_writes_over_an_earlier_run(tiny_csv, tmp_path):
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_at_the_right_epoch(fer2013_path, tmp_path):
     run_dir = tmp_path / "run"
-    args = [sys.executable, "train.py", f"data.path={fer2013_path}", "model=baseline", "trainer.max_epochs=4", "trainer.limit_train_batches=12",
-            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "eval_train_split=false", "trainer.enable_progress_bar=false",
-            f"hydra.run.dir={run_dir}"]
+    args = [
+        sys.executable,
+        "train.py",
+        f"data.path={fer2013_path}",
+        "model=baseline",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=12",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "eval_train_split=false",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
@@ -192,11 +251,24 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(fer2013_path, tmp_pat
 @pytest.mark.slow
 def test_dropout_multirun_writes_a_dir_per_job_and_a_ranked_summary(tiny_csv, tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli(["train.py", "-m", "model=regularized", "model.net.dropout=0.2,0.5", f"data.path={tiny_csv}", "data.batch_size=4",
-                 "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"])
+    r = run_cli(
+        [
+            "train.py",
+            "-m",
+            "model=regularized",
+            "model.net.dropout=0.2,0.5",
+            f"data.path={tiny_csv}",
+            "data.batch_size=4",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = sorted(d.name for d in sweep.iterdir() if d.is_dir())
-    assert len(jobs) == 2 and jobs[0].startswith("0_") and "model.net.dropout=0.2" in jobs[0] and "model.net.dropout=0.5" in jobs[1]
+    assert (
+        len(jobs) == 2 and jobs[0].startswith("0_") and "model.net.dropout=0.2" in jobs[0] and "model.net.dropout=0.5" in jobs[1]
+    )
     assert "data.path" not in jobs[0]  # where the data lives is not part of a job's name
     for j in jobs:
         assert (sweep / j / "metrics.json").exists() and (sweep / j / "tensorboard").is_dir()
@@ -211,8 +283,17 @@ def test_dropout_multirun_writes_a_dir_per_job_and_a_ranked_summary(tiny_csv, tm
 @pytest.mark.slow
 def test_a_failing_sweep_job_is_reported_and_the_others_still_run(tiny_csv, tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli(["train.py", "-m", "data.on_bad_row=bogus,skip", f"data.path={tiny_csv}", *TINY, "trainer.max_epochs=1",
-                 f"hydra.sweep.dir={sweep}"])
+    r = run_cli(
+        [
+            "train.py",
+            "-m",
+            "data.on_bad_row=bogus,skip",
+            f"data.path={tiny_csv}",
+            *TINY,
+            "trainer.max_epochs=1",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert r.returncode != 0
     assert "1 of 2 jobs failed" in r.stderr
     summary = (sweep / "summary.csv").read_text()
@@ -223,7 +304,10 @@ def test_a_failing_sweep_job_is_reported_and_the_others_still_run(tiny_csv, tmp_
 def test_sweep_jobs_are_labelled_by_what_sets_them_apart():
     from fer.sweep import _distinguishing_labels
 
-    rows = [{"job": f"{i}_x", "overrides": f"experiment=paper_regularized model.net.dropout={d} seed=1"} for i, d in enumerate((0.2, 0.5))]
+    rows = [
+        {"job": f"{i}_x", "overrides": f"experiment=paper_regularized model.net.dropout={d} seed=1"}
+        for i, d in enumerate((0.2, 0.5))
+    ]
     assert _distinguishing_labels(rows) == ["model.net.dropout=0.2", "model.net.dropout=0.5"]
     assert _distinguishing_labels(rows[:1]) == ["0_x"]  # nothing to tell apart: the job's name
 
@@ -232,12 +316,25 @@ def test_jobs_that_differ_only_in_seed_get_a_mean_and_spread(tmp_path):
     from fer.sweep import seed_spread, write_summary
 
     def job(i, seed, dropout, acc):
-        cal = {mode: {"acc": acc + bonus, "f1_macro": acc - 0.05, "reliability_calibrated": {"ece": 0.03}}
-               for mode, bonus in (("none", 0.0), ("flip", 0.01), ("ten_crop", 0.02))}
-        return {"job": f"{i}_x", "overrides": f"experiment=vgg_wide model.net.dropout={dropout} seed={seed}", "status": "ok",
-                "val_acc": acc - 0.02, "test_acc": acc + 0.02, "test_f1_macro": acc - 0.05, "minutes": 47.0, "seed": seed,
-                "calibration": cal, "tta": "ten_crop", "rank": i + 1, "history": [{"epoch": 0, "val/acc": acc - 0.02, "time_s": 600.0}],
-                "recall": {"Angry": acc, "Disgust": 0.1}}
+        cal = {
+            mode: {"acc": acc + bonus, "f1_macro": acc - 0.05, "reliability_calibrated": {"ece": 0.03}}
+            for mode, bonus in (("none", 0.0), ("flip", 0.01), ("ten_crop", 0.02))
+        }
+        return {
+            "job": f"{i}_x",
+            "overrides": f"experiment=vgg_wide model.net.dropout={dropout} seed={seed}",
+            "status": "ok",
+            "val_acc": acc - 0.02,
+            "test_acc": acc + 0.02,
+            "test_f1_macro": acc - 0.05,
+            "minutes": 47.0,
+            "seed": seed,
+            "calibration": cal,
+            "tta": "ten_crop",
+            "rank": i + 1,
+            "history": [{"epoch": 0, "val/acc": acc - 0.02, "time_s": 600.0}],
+            "recall": {"Angry": acc, "Disgust": 0.1},
+        }
 
     rows = [job(0, 42, 0.4, 0.66), job(1, 43, 0.4, 0.68), job(2, 44, 0.2, 0.70), job(3, 44, 0.4, 0.67)]
     groups = seed_spread(rows)
@@ -256,7 +353,13 @@ def test_jobs_that_differ_only_in_seed_get_a_mean_and_spread(tmp_path):
 def test_a_resume_may_lengthen_the_run_its_one_cycle_schedule_stretches(tiny_csv, tmp_path):
     # The default model (one-cycle LR by step): a run of 1 epoch resumed with trainer.max_epochs=3.
     run_dir = tmp_path / "run"
-    args = [f"data.path={tiny_csv}", "data.batch_size=16", "trainer.enable_progress_bar=false", "eval_train_split=false", "calibrate=false"]
+    args = [
+        f"data.path={tiny_csv}",
+        "data.batch_size=16",
+        "trainer.enable_progress_bar=false",
+        "eval_train_split=false",
+        "calibrate=false",
+    ]
     assert run_cli(["train.py", *args, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]).returncode == 0
     last = run_dir / "checkpoints" / "last.ckpt"
     r = run_cli(["train.py", f"ckpt_path={last}", "trainer.max_epochs=3"])

@@ -7,9 +7,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from fer import precision
 from fer.data.datamodule import FER2013DataModule
 from fer.labels import EMOTIONS
-from fer import precision
 from fer.module import EmotionClassifier
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -53,8 +53,10 @@ def test_every_experiment_composes_and_instantiates(experiment):
     assert cfg.seed is not None
 
 
-@pytest.mark.parametrize("imbalance, class_weights, balanced_sampling", [
-    ("none", None, False), ("weighted_loss", "balanced", False), ("balanced_sampling", None, True)])
+@pytest.mark.parametrize(
+    "imbalance, class_weights, balanced_sampling",
+    [("none", None, False), ("weighted_loss", "balanced", False), ("balanced_sampling", None, True)],
+)
 def test_imbalance_options_reach_the_loss_and_the_sampler(imbalance, class_weights, balanced_sampling):
     assert options("imbalance") == ["balanced_sampling", "none", "weighted_loss"]
     cfg = make([f"imbalance={imbalance}", "experiment=paper_regularized", "data.path=x.csv"])
@@ -125,16 +127,27 @@ def instantiated(overrides, run_dir):
     return instantiate_callbacks(cfg.callbacks), instantiate_loggers(cfg.get("logger"))
 
 
-@pytest.mark.parametrize("overrides, added", [
-    ([], set()), (["callbacks=ema", "callbacks.ema.decay=0.99"], {"EMAWeights"}),
-    (["callbacks=early_stopping", "callbacks.early_stopping.patience=5"], {"EarlyStopping"}),
-    (["callbacks=[ema,early_stopping]"], {"EMAWeights", "EarlyStopping"}), (["callbacks=freeze_features"], {"FreezeFeatures"})])
+@pytest.mark.parametrize(
+    "overrides, added",
+    [
+        ([], set()),
+        (["callbacks=ema", "callbacks.ema.decay=0.99"], {"EMAWeights"}),
+        (["callbacks=early_stopping", "callbacks.early_stopping.patience=5"], {"EarlyStopping"}),
+        (["callbacks=[ema,early_stopping]"], {"EMAWeights", "EarlyStopping"}),
+        (["callbacks=freeze_features"], {"FreezeFeatures"}),
+    ],
+)
 def test_callbacks_options_add_to_the_runs_own(tmp_path, overrides, added):
     callbacks, _ = instantiated(overrides, tmp_path)
     names = [type(c).__name__ for c in callbacks]
     assert names[:5] == ["RunCheckpoint", "RunCheckpoint", "RunRecord", "FaceSettings", "ShardReport"] and set(names[5:]) == added
     best, last = callbacks[:2]
-    assert (best.monitor, best.dirpath, last.monitor, last.dirpath) == ("val/acc", str(tmp_path / "checkpoints"), None, str(tmp_path / "checkpoints"))
+    assert (best.monitor, best.dirpath, last.monitor, last.dirpath) == (
+        "val/acc",
+        str(tmp_path / "checkpoints"),
+        None,
+        str(tmp_path / "checkpoints"),
+    )
     assert callbacks[3].face == {"align": True, "margin": 0.0, "gamma": "auto"}
     if "EMAWeights" in added and overrides[1:]:
         assert callbacks[-1].decay == 0.99

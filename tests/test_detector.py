@@ -9,15 +9,16 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
-from hard_scenes import SIZE, hard_scenes, matches, plant
 from fer.errors import FerError
 from fer.infer.align import FaceAligner
 from fer.infer.detect import Detection, HaarDetector, iou
 from fer.infer.retinaface import RetinaFaceDetector, priors
-from scenes import background, place_faces
 from fer.infer.track import FaceTracker
 from fer.preprocess import square_grey_face
+
+from conftest import ROOT, run_cli
+from hard_scenes import SIZE, hard_scenes, matches, plant
+from scenes import background, place_faces
 
 # Measured on these scenes (60 frames, 120 faces of 60-300 px, seed 7); the thresholds leave a margin.
 SCENES = 60
@@ -47,8 +48,9 @@ def grey(frame):
     return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
 
-def found_boxes(detector, frame, aligner=FaceAligner()):
+def found_boxes(detector, frame, aligner=None):
     """The squares the pipeline cuts faces from: from the landmarks where there are some."""
+    aligner = aligner or FaceAligner()
     return [aligner.place(d)[0] for d in detector.detect(frame if detector.colour else grey(frame))]
 
 
@@ -251,15 +253,20 @@ def test_infer_boxes_a_turned_covered_face_that_viola_jones_misses(images, retin
     found = boxes_printed(done.stdout)
     assert len(found) == 1 and iou(found[0], box) > 0.6, done.stdout
     assert (tmp_path / "out.jpg").is_file()
-    haar_run = run_cli([str(ROOT / "infer.py"), "source=photo.jpg", "detector=haar", f"ckpt_path={random_checkpoint}"], cwd=tmp_path)
+    haar_run = run_cli(
+        [str(ROOT / "infer.py"), "source=photo.jpg", "detector=haar", f"ckpt_path={random_checkpoint}"], cwd=tmp_path
+    )
     assert haar_run.returncode == 0 and "no face found" in haar_run.stdout, haar_run.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["detector=foo"], "detector=foo: no such detector; choose one of haar, retinaface"),
-    (["detector.threshold=1.5"], "detector.threshold is a face score between 0 and 1"),
-    (["detector.threshold=0"], "detector.threshold is a face score between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["detector=foo"], "detector=foo: no such detector; choose one of haar, retinaface"),
+        (["detector.threshold=1.5"], "detector.threshold is a face score between 0 and 1"),
+        (["detector.threshold=0"], "detector.threshold is a face score between 0 and 1"),
+    ],
+)
 def test_bad_detector_config_is_one_line(args, message, random_checkpoint, tmp_path):
     cv2.imwrite(str(tmp_path / "photo.jpg"), background(SIZE))
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+
 from conftest import ROOT, SHRINK, run_cli  # SHRINK: the tests' shrinking of a training run
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,9 @@ pytestmark = pytest.mark.slow
 SCRIPTS = ("train.py", "infer.py", "export.py")
 # python train.py, or the same command installed: python -m fer.train, fer-train (run as train.py: tests/test_packaging.py
 # shows the three forms are one)
-COMMAND = re.compile(r"\bpython (?:train|infer|export)\.py\b|\bpython -m fer\.(?:train|infer|export)\b|\bfer-(?:train|infer|export)\b")
+COMMAND = re.compile(
+    r"\bpython (?:train|infer|export)\.py\b|\bpython -m fer\.(?:train|infer|export)\b|\bfer-(?:train|infer|export)\b"
+)
 INSTALLED = re.compile(r"^(?:python -m fer\.|fer-)(train|infer|export)\b")
 SWEEP_VALUES = 2  # a sweep's first axis keeps this many of its values
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
@@ -42,9 +45,13 @@ SKIP = [
     (r"trainer=gpu", "needs a CUDA GPU"),
     (r"trainer=ddp trainer\.devices=4", "4 GPUs of one machine (the CPU form, trainer.accelerator=cpu, is run)"),
     (r"source=rtsp://", "needs a live network camera"),
-    (r"hparams_search=optuna (model=|hydra/sweeper/sampler=|hydra/launcher=)",
-     ("the same search with another model, sampler or launcher: the plain search is run, and tests/test_scaling.py "
-      "composes the search space of every model")),
+    (
+        r"hparams_search=optuna (model=|hydra/sweeper/sampler=|hydra/launcher=)",
+        (
+            "the same search with another model, sampler or launcher: the plain search is run, and tests/test_scaling.py "
+            "composes the search space of every model"
+        ),
+    ),
 ]
 XFAIL: list[tuple[str, str]] = []  # (pattern, why): a documented command known to fail, until its fix lands
 
@@ -67,10 +74,10 @@ def _command_in(text: str) -> tuple[str, int] | None:
     m = COMMAND.search(text)
     if not m:
         return None
-    command = text[m.start():]
+    command = text[m.start() :]
     comment = re.search(r"\s#\s.*$|\s#$", command)
     note = comment.group(0) if comment else ""
-    command = command[:comment.start()] if comment else command
+    command = command[: comment.start()] if comment else command
     command = re.split(r"\s(?:\d?>|&>|\|\s|&&|;)", command)[0].rstrip(" &")  # redirections, pipes, background
     exit_code = re.search(r"refused: exit (\d+)", note)
     return command.strip(), int(exit_code.group(1)) if exit_code else 0
@@ -104,7 +111,7 @@ def _markdown_lines(path: Path):
 def _yaml_comment_lines(path: Path):
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if "#" in line:
-            comment = line[line.index("#") + 1:]
+            comment = line[line.index("#") + 1 :]
             spans = re.findall(r"`([^`]*)`", comment)  # a command quoted in prose, or the comment is one
             yield from ((n, span) for span in spans) if spans else [(n, comment)]
 
@@ -134,8 +141,11 @@ def _what_runs(script: str, args: tuple[str, ...]) -> tuple:
         return script, tuple(args)
     unseen = {*SHRINK, "hydra.run.dir", "hydra.sweep.dir", "trainer.enable_progress_bar"}
     # Any run's last.ckpt is the tiny run here, and any other checkpoint the tiny model.
-    kept = [a if not a.startswith("ckpt_path=") else "ckpt_path=" + ("RUN/last.ckpt" if a.endswith("last.ckpt") else "CKPT")
-            for a in _sweep_shrunk(args) if a.split("=", 1)[0] not in unseen]
+    kept = [
+        a if not a.startswith("ckpt_path=") else "ckpt_path=" + ("RUN/last.ckpt" if a.endswith("last.ckpt") else "CKPT")
+        for a in _sweep_shrunk(args)
+        if a.split("=", 1)[0] not in unseen
+    ]
     return script, tuple(sorted(kept))
 
 
@@ -148,7 +158,7 @@ def _sweep_shrunk(args: tuple[str, ...]) -> list[str]:
         key, _, value = a.partition("=")
         if "," in value and not key.startswith("hydra."):
             axes += 1
-            a = key + "=" + ",".join(value.split(",")[:SWEEP_VALUES if axes == 1 else 1])
+            a = key + "=" + ",".join(value.split(",")[: SWEEP_VALUES if axes == 1 else 1])
         kept.append(a)
     return kept
 
@@ -279,7 +289,9 @@ def prepared(cmd: Documented, folder: Path, tiny_run: Path, tiny_ckpt: Path, fac
     args = list(cmd.args)
     data = _value(args, "data.path")
     if data and _value(args, "data") == "folders" and not (folder / _unquoted(data)).exists():  # another data set
-        _class_folders(folder / _unquoted(data), _value(args, "data.class_names"), int(_value(args, "data.image_size") or 48), faces)
+        _class_folders(
+            folder / _unquoted(data), _value(args, "data.class_names"), int(_value(args, "data.image_size") or 48), faces
+        )
     elif data and not (folder / _unquoted(data)).exists():  # a folder of one's own faces (fine-tuning)
         _own_faces_folder(folder / _unquoted(data), own_faces)
     ckpt = _value(args, "ckpt_path")
@@ -304,9 +316,11 @@ def test_documented_command_runs(cmd, tiny_run, tiny_ckpt, faces, own_faces, fer
     folder = tmp_path / "cwd"
     folder.mkdir()
     args = prepared(cmd, folder, tiny_run, tiny_ckpt, faces, own_faces)
-    env = {"DISPLAY": "", "WAYLAND_DISPLAY": "",  # infer.py's display=auto: no window
-           "FER2013_PATH": str(fer2013_path)}
+    env = {
+        "DISPLAY": "",
+        "WAYLAND_DISPLAY": "",  # infer.py's display=auto: no window
+        "FER2013_PATH": str(fer2013_path),
+    }
     done = run_cli([str(ROOT / cmd.script), *args], cwd=folder, env=env)
-    assert done.returncode == cmd.exit_code, (
-        f"{cmd.where}: {cmd.text}\nran: {shlex.join(args)}\n{done.stderr[-3000:]}")
+    assert done.returncode == cmd.exit_code, f"{cmd.where}: {cmd.text}\nran: {shlex.join(args)}\n{done.stderr[-3000:]}"
     assert "Traceback" not in done.stderr

@@ -11,16 +11,17 @@ import onnx
 import pytest
 import torch
 
-from conftest import run_cli
 from fer.errors import FerError
 from fer.export import export_onnx
 from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector
 from fer.infer.onnx_backend import MARKER, OnnxFaceClassifier
 from fer.infer.retinaface import RetinaFaceDetector
-from scenes import background, detectable, drifting_faces, write_video
 from fer.labels import EMOTIONS
 from fer.meta import stored_face
+
+from conftest import run_cli
+from scenes import background, detectable, drifting_faces, write_video
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +131,13 @@ def test_infer_gives_the_same_output_with_either_backend_and_onnx_imports_no_tor
     ckpt, model = exported
     runs = {}
     for backend, path in (("torch", ckpt), ("onnx", model)):
-        args = [f"source={clip}", f"ckpt_path={path}", f"backend={backend}", f"predictions={tmp_path / backend}.csv",
-                "display=false"]
+        args = [
+            f"source={clip}",
+            f"ckpt_path={path}",
+            f"backend={backend}",
+            f"predictions={tmp_path / backend}.csv",
+            "display=false",
+        ]
         done = run_cli(["-c", RUN_AND_LIST_TORCH, *args])
         assert done.returncode == 0, done.stderr
         runs[backend] = done.stdout
@@ -167,9 +173,12 @@ def foreign_onnx(path):
     """A valid ONNX model that fer did not write: y = x."""
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 48, 48])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48, 48])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 48, 48])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48, 48])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -197,13 +206,17 @@ def bad_models(tmp_path, exported):
             prop.value = json.dumps(EMOTIONS[:5])  # a model of five classes, says the metadata; the graph has seven
     onnx.save(relabelled, tmp_path / "relabelled.onnx")
     return {
-        "logits, not probabilities": (["backend=onnx", f"ckpt_path={forged_onnx(model, tmp_path / 'forged.onnx')}"],
-                                      "does not return probabilities"),
+        "logits, not probabilities": (
+            ["backend=onnx", f"ckpt_path={forged_onnx(model, tmp_path / 'forged.onnx')}"],
+            "does not return probabilities",
+        ),
         "not ours": (["backend=onnx", f"ckpt_path={foreign_onnx(tmp_path / 'foreign.onnx')}"], "not one exported by fer"),
         "not onnx": (["backend=onnx", f"ckpt_path={tmp_path / 'text.onnx'}"], "is not an ONNX model"),
         "another model": (["backend=onnx", f"ckpt_path={other}"], "was exported from another model than other.ckpt"),
-        "graph and metadata differ": (["backend=onnx", f"ckpt_path={tmp_path / 'relabelled.onnx'}"],
-                                      "does not fit its fer metadata"),
+        "graph and metadata differ": (
+            ["backend=onnx", f"ckpt_path={tmp_path / 'relabelled.onnx'}"],
+            "does not fit its fer metadata",
+        ),
         "not exported yet": (["backend=onnx", f"ckpt_path={lonely}"], "export it first with `python export.py"),
         "missing model": (["backend=onnx", f"ckpt_path={tmp_path / 'nope.onnx'}"], "model not found"),
         "onnx on torch": ([f"ckpt_path={model}"], "run it with backend=onnx"),
@@ -211,9 +224,20 @@ def bad_models(tmp_path, exported):
     }
 
 
-@pytest.mark.parametrize("case", ["logits, not probabilities",
-                                  "not ours", "not onnx", "another model", "graph and metadata differ", "not exported yet",
-                                  "missing model", "onnx on torch", "unknown backend"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "logits, not probabilities",
+        "not ours",
+        "not onnx",
+        "another model",
+        "graph and metadata differ",
+        "not exported yet",
+        "missing model",
+        "onnx on torch",
+        "unknown backend",
+    ],
+)
 def test_infer_refuses_a_bad_model_in_one_line(case, exported, tmp_path):
     args, message = bad_models(tmp_path, exported)[case]
     done = run_cli(["infer.py", "source=x.jpg", "display=false", *args])

@@ -7,18 +7,26 @@ import logging
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
-from test_cli import assert_clean_error
 
 from fer.data.folders import read_folders
 from fer.data.reader import _BadRows
 from fer.labels import EMOTIONS
+
+from conftest import ROOT, run_cli
 from scenes import background, place_faces
+from test_cli import assert_clean_error
 
 FER2013_FACES = {"class_names": EMOTIONS, "image_size": 48}  # what conf/data/fer2013.yaml gives the folder reader
 SHIPPED = ROOT / "fer" / "weights" / "fer2013_regularized.ckpt"
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-         "eval_train_split=false", "calibrate=false", "trainer.enable_progress_bar=false"]
+SHORT = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "eval_train_split=false",
+    "calibrate=false",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def _own_faces(root, faces_by_class: dict[str, list[np.ndarray]], photo_every: int = 0, blank: str | None = None):
@@ -48,8 +56,9 @@ def test_class_folders_hold_out_a_stratified_test_split_and_report_pictures_with
         return None if picture.std() < 30 else np.zeros((48, 48), np.uint8)
 
     with caplog.at_level(logging.WARNING):
-        data = read_folders(root, _BadRows(root, "error"), val_fraction=0.1, seed=0, test_fraction=0.2, face_finder=finder,
-                            **FER2013_FACES)
+        data = read_folders(
+            root, _BadRows(root, "error"), val_fraction=0.1, seed=0, test_fraction=0.2, face_finder=finder, **FER2013_FACES
+        )
     assert len(found) == 3 * 2 + 1  # only the photos went to the face finder; 48x48 pictures are crops already
     assert data.no_face == ["happy/no_face.jpg"]
     assert "happy/no_face.jpg" in caplog.text and "1 of 31 pictures" in caplog.text
@@ -64,8 +73,12 @@ def test_class_folders_hold_out_a_stratified_test_split_and_report_pictures_with
 
 def test_bad_class_folders_get_one_line(tmp_path):
     (tmp_path / "cats").mkdir()
-    assert_clean_error(run_cli(["train.py", f"data.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"]),
-                       "expected train/<class>/", "<class>/ folders", "found cats")
+    assert_clean_error(
+        run_cli(["train.py", f"data.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"]),
+        "expected train/<class>/",
+        "<class>/ folders",
+        "found cats",
+    )
     r = run_cli(["train.py", f"data.path={tmp_path}", "data.faces=crop", f"hydra.run.dir={tmp_path / 'run2'}"])
     assert_clean_error(r, "data.faces='crop'")
 
@@ -74,7 +87,9 @@ def test_bad_class_folders_get_one_line(tmp_path):
 def test_init_from_refuses_another_architecture_and_evaluation(tmp_path):
     r = run_cli(["train.py", "model=baseline", f"init_from={SHIPPED}", f"hydra.run.dir={tmp_path / 'a'}"])
     assert_clean_error(r, "holds a 'regularized' network", "this run builds 'baseline'", "model=regularized")
-    r = run_cli(["train.py", "model.net.widths=[16,16,32,32,64,64,128,128]", f"init_from={SHIPPED}", f"hydra.run.dir={tmp_path / 'b'}"])
+    r = run_cli(
+        ["train.py", "model.net.widths=[16,16,32,32,64,64,128,128]", f"init_from={SHIPPED}", f"hydra.run.dir={tmp_path / 'b'}"]
+    )
     assert_clean_error(r, "weights do not fit", "widths")
     r = run_cli(["train.py", "train=false", f"ckpt_path={SHIPPED}", f"init_from={SHIPPED}", f"hydra.run.dir={tmp_path / 'c'}"])
     assert_clean_error(r, "init_from= starts a training run")
@@ -91,7 +106,9 @@ def test_finetune_on_own_faces_end_to_end(tmp_path, fer2013):
     faces = {cls: list(images[labels == c][:12]) for cls, c in picks.items()}
     root = _own_faces(tmp_path / "my_faces", faces, photo_every=4, blank="sad")
     run = tmp_path / "run"
-    r = run_cli(["train.py", "experiment=finetune", f"data.path={root}", "callbacks=freeze_features", *SHORT, f"hydra.run.dir={run}"])
+    r = run_cli(
+        ["train.py", "experiment=finetune", f"data.path={root}", "callbacks=freeze_features", *SHORT, f"hydra.run.dir={run}"]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["init_from"]["checkpoint"].endswith("fer2013_regularized.ckpt")
@@ -102,6 +119,8 @@ def test_finetune_on_own_faces_end_to_end(tmp_path, fer2013):
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     photo, _ = place_faces([faces["happy"][0]], [(220, 120)])
     cv2.imwrite(str(tmp_path / "photo.jpg"), photo)
-    r = run_cli(["infer.py", f"ckpt_path={best}", f"source={tmp_path / 'photo.jpg'}", f"output={tmp_path / 'out.jpg'}", "display=false"])
+    r = run_cli(
+        ["infer.py", f"ckpt_path={best}", f"source={tmp_path / 'photo.jpg'}", f"output={tmp_path / 'out.jpg'}", "display=false"]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "out.jpg").is_file()

@@ -12,15 +12,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, run_cli
 from fer.errors import FerError
 from fer.infer.app import face_settings, given_face_keys, run
 from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector, iou
 from fer.infer.draw import EMOTION_COLOURS, SMALLEST_READABLE_SIDE
 from fer.infer.retinaface import RetinaFaceDetector
-from scenes import background, detectable, drifting_faces, place_faces, write_video
 from fer.labels import EMOTIONS
+
+from conftest import ROOT, run_cli
+from scenes import background, detectable, drifting_faces, place_faces, write_video
 
 BLANK = 6  # the clip opens with this many frames without a face (a detection frame follows: detect_every=3)
 FACE_FRAMES = 24
@@ -101,7 +102,7 @@ def test_video_faces_are_found_tracked_drawn_and_written(clip, random_checkpoint
     # The box is drawn in its label's colour on the output (MJPG shifts colours a little).
     last = rows[-1]
     x, y, w, h = (int(last[k]) for k in "xywh")
-    edge = frames[int(last["frame"])][y + h, x + 10:x + w - 10].astype(int)
+    edge = frames[int(last["frame"])][y + h, x + 10 : x + w - 10].astype(int)
     assert np.abs(edge - EMOTION_COLOURS[last["label"]]).mean() < 40
 
 
@@ -119,7 +120,7 @@ def test_corrupt_frames_are_skipped_and_the_output_stays_valid(random_checkpoint
     data = bytearray(path.read_bytes())
     for where in (0.3, 0.5, 0.7):  # zero a few kB inside the stream: one frame's header is lost
         start = int(len(data) * where)
-        data[start:start + 3000] = bytes(3000)
+        data[start : start + 3000] = bytes(3000)
     path.write_bytes(bytes(data))
 
     out = tmp_path / "out.mp4"
@@ -207,7 +208,9 @@ def test_folder_of_crops_with_detect_false(fer2013, random_checkpoint, tmp_path)
         i = names.index(r["file"])
         assert [r["probs"][e] for e in EMOTIONS] == pytest.approx(expected[i].tolist(), abs=1e-4)
     # tta=flip: the same faces, each averaged with its mirror image.
-    flipped = infer(source=crops, ckpt_path=random_checkpoint, detect=False, predictions=tmp_path / "flip.jsonl", tta="flip", **gamma_off)
+    flipped = infer(
+        source=crops, ckpt_path=random_checkpoint, detect=False, predictions=tmp_path / "flip.jsonl", tta="flip", **gamma_off
+    )
     assert flipped.faces == 6
     expected_flip = FaceClassifier.from_checkpoint(random_checkpoint, tta="flip")(images[:6])
     for line in (tmp_path / "flip.jsonl").read_text().splitlines():
@@ -311,21 +314,44 @@ def bad_inputs(tmp_path, ckpt, clip_path):
         "camera": ([f"ckpt_path={ckpt}", "source=7"], "could not open camera 7"),
         "output exists": ([f"ckpt_path={ckpt}", f"source={clip_path}", f"output={taken}"], "already exists"),
         "video to an image": ([f"ckpt_path={ckpt}", f"source={clip_path}", f"output={tmp_path / 'x.jpg'}"], "writes a video"),
-        "image to a video": ([f"ckpt_path={ckpt}", f"source={photo}", f"output={tmp_path / 'x.mp4'}"],
-                             "an image source writes an image"),
+        "image to a video": (
+            [f"ckpt_path={ckpt}", f"source={photo}", f"output={tmp_path / 'x.mp4'}"],
+            "an image source writes an image",
+        ),
         "predictions format": ([f"ckpt_path={ckpt}", f"source={clip_path}", f"predictions={tmp_path / 'p.txt'}"], "extension"),
         "display without one": ([f"ckpt_path={ckpt}", f"source={clip_path}", "display=true"], "there is no display"),
         "display value": ([f"ckpt_path={ckpt}", f"source={clip_path}", "display=maybe"], "display must be auto, true or false"),
-        "tta mode": ([f"ckpt_path={ckpt}", f"source={clip_path}", "tta=five_crop"], "tta=five_crop is not a test-time augmentation"),
-        "tta on onnx": ([f"ckpt_path={ckpt.with_suffix('.onnx')}", "backend=onnx", f"source={clip_path}", "tta=flip"],
-                        "tta=flip runs with backend=torch"),
+        "tta mode": (
+            [f"ckpt_path={ckpt}", f"source={clip_path}", "tta=five_crop"],
+            "tta=five_crop is not a test-time augmentation",
+        ),
+        "tta on onnx": (
+            [f"ckpt_path={ckpt.with_suffix('.onnx')}", "backend=onnx", f"source={clip_path}", "tta=flip"],
+            "tta=flip runs with backend=torch",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["no checkpoint", "missing checkpoint", "not our checkpoint", "missing source",
-                                  "not an image or video", "empty folder", "camera", "output exists", "video to an image",
-                                  "image to a video",
-                                  "predictions format", "display without one", "display value", "tta mode", "tta on onnx"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no checkpoint",
+        "missing checkpoint",
+        "not our checkpoint",
+        "missing source",
+        "not an image or video",
+        "empty folder",
+        "camera",
+        "output exists",
+        "video to an image",
+        "image to a video",
+        "predictions format",
+        "display without one",
+        "display value",
+        "tta mode",
+        "tta on onnx",
+    ],
+)
 def test_cli_bad_input_is_one_clear_line(case, clip, random_checkpoint, tmp_path):
     args, message = bad_inputs(tmp_path, random_checkpoint, clip[0])[case]
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}

@@ -13,11 +13,12 @@ from fer.infer.detect import FaceDetector, HaarDetector, iou
 from fer.infer.draw import EMOTION_COLOURS, UNCERTAIN_COLOUR, Annotator, to_bgr8
 from fer.infer.faces import FaceResult
 from fer.infer.pipeline import Pipeline
-from scenes import FACE_SCALE, detectable, place_faces
 from fer.infer.sources import open_source
 from fer.infer.track import FaceTracker
 from fer.labels import EMOTIONS
 from fer.preprocess import square_grey_face, to_grey
+
+from scenes import FACE_SCALE, detectable, place_faces
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,13 @@ def test_inference_gives_the_training_tensor_for_the_same_face(fer2013, classifi
 
     images, labels = fer2013.split("test")
     images, labels = images[:32], labels[:32]
-    dm = FaceDataModule(path="unused", class_names=classifier.class_names, image_size=classifier.image_size,
-                         input_size=classifier.input_size, augment=None)
+    dm = FaceDataModule(
+        path="unused",
+        class_names=classifier.class_names,
+        image_size=classifier.image_size,
+        input_size=classifier.input_size,
+        augment=None,
+    )
     dm.pin_preprocessing(classifier.mean, classifier.std, classifier.input_size)
     train_x, _ = dm.on_after_batch_transfer((torch.from_numpy(images), torch.from_numpy(labels)), 0)  # eval path
 
@@ -143,7 +149,9 @@ def test_aligned_crop_is_closer_to_the_upright_face(faces):
         if angle == 0:
             continue
         plain, _ = unaligned.crop(grey, box)
-        corr = [np.corrcoef(square_grey_face(c, 48).ravel().astype(float), face.ravel().astype(float))[0, 1] for c in (crop, plain)]
+        corr = [
+            np.corrcoef(square_grey_face(c, 48).ravel().astype(float), face.ravel().astype(float))[0, 1] for c in (crop, plain)
+        ]
         gains.append(corr[0] - corr[1])
     assert gains and np.mean(gains) > 0.05
 
@@ -222,10 +230,13 @@ def test_probability_bars_are_drawn_under_the_box():
     assert (below == np.array(EMOTION_COLOURS["Happy"])).all(2).sum() > 200  # Happy's long bar
 
 
-@pytest.mark.parametrize("boxes", [
-    [(200, 60, 120, 120), (210, 220, 120, 120)],  # one face above the other: the bars once covered the lower label
-    [(40, 40, 200, 200), (250, 40, 200, 200), (40, 270, 200, 200), (250, 270, 200, 200)],  # a crowded 480x480 frame
-])
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [(200, 60, 120, 120), (210, 220, 120, 120)],  # one face above the other: the bars once covered the lower label
+        [(40, 40, 200, 200), (250, 40, 200, 200), (40, 270, 200, 200), (250, 270, 200, 200)],  # a crowded 480x480 frame
+    ],
+)
 def test_probability_bars_cover_no_other_face(boxes):
     size = (480, 640, 3) if len(boxes) == 2 else (480, 480, 3)
     faces = [FaceResult(i, box, face_result(i % 7, 0.8).probs) for i, box in enumerate(boxes)]
@@ -244,7 +255,7 @@ def test_probability_bars_cover_no_other_face(boxes):
     with_bars = annotator.draw(np.zeros(size, np.uint8), faces)
     without = Annotator(EMOTIONS).draw(np.zeros(size, np.uint8), faces)
     for _, (x, y, w, h), _ in layout:
-        assert np.array_equal(with_bars[y:y + h, x:x + w], without[y:y + h, x:x + w])
+        assert np.array_equal(with_bars[y : y + h, x : x + w], without[y : y + h, x : x + w])
 
 
 def test_any_image_becomes_8bit_bgr_to_draw_on():
@@ -329,8 +340,14 @@ def test_ctrl_c_stops_cleanly_and_the_video_is_playable(faces, classifier, tmp_p
             pass
 
     out = tmp_path / "live.mp4"
-    pipeline = Pipeline(classifier, Annotator(EMOTIONS), FaceAligner(), HaarDetector(), tracker=FaceTracker(),
-                        sinks=[VideoFileSink(out, 25.0, (640, 480))])
+    pipeline = Pipeline(
+        classifier,
+        Annotator(EMOTIONS),
+        FaceAligner(),
+        HaarDetector(),
+        tracker=FaceTracker(),
+        sinks=[VideoFileSink(out, 25.0, (640, 480))],
+    )
     summary = pipeline.run(InterruptedCamera())
     assert summary.stopped_early == "interrupted" and summary.frames == 3
     capture = cv2.VideoCapture(str(out))

@@ -8,9 +8,11 @@ import pytest
 from fer.errors import FerError, exit_on_user_error, first_line, task_exits_on_user_error
 from fer.sweep import summarize_sweep
 
-LONG_REFUSAL = ("data.batch_size must be a positive whole number, not 0: it is the number of faces in one training "
-                "step; pass data.batch_size=128 (the default) or another positive number, and data.eval_batch_size "
-                "likewise for validation and test, which may be larger since no gradients are kept")
+LONG_REFUSAL = (
+    "data.batch_size must be a positive whole number, not 0: it is the number of faces in one training "
+    "step; pass data.batch_size=128 (the default) or another positive number, and data.eval_batch_size "
+    "likewise for validation and test, which may be larger since no gradients are kept"
+)
 
 
 def test_a_sweep_summary_keeps_a_failed_jobs_whole_message(tmp_path):

@@ -1,10 +1,11 @@
 import pytest
 import torch
-from conftest import net_kwargs
 from torch import nn
 
 from fer.errors import FerError
 from fer.models import BaselineCNN, RegularizedCNN, VGGFace, build_net
+
+from conftest import net_kwargs
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -41,7 +42,9 @@ def test_build_net_rejects_unknown_architectures_and_arguments():
 
 @pytest.mark.parametrize("global_pool", [False, True])
 def test_vgg_stacks_its_stages_and_keeps_the_head_small(global_pool):
-    net = VGGFace(**net_kwargs("vgg", input_size=44, widths=(16, 32, 64, 128), convs_per_stage=3, hidden=(32,), global_pool=global_pool))
+    net = VGGFace(
+        **net_kwargs("vgg", input_size=44, widths=(16, 32, 64, 128), convs_per_stage=3, hidden=(32,), global_pool=global_pool)
+    )
     assert (count(net, nn.Conv2d), count(net, nn.MaxPool2d), count(net, nn.Linear)) == (12, 4, 2)
     assert net.classifier[1].in_features == (128 if global_pool else 128 * 2 * 2)  # 44 -> 22 -> 11 -> 5 -> 2
     assert net.eval()(torch.zeros(2, 1, 44, 44)).shape == (2, 7)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import ROOT, run_cli
 
 from fer.labels import EMOTIONS
+
+from conftest import ROOT, run_cli
 
 SHIPPED = "fer/weights/fer2013_regularized.ckpt"
 
@@ -37,10 +38,12 @@ def test_the_module_and_the_script_report_a_users_error_alike(tmp_path):
     for args in (["-m", "fer.infer"], [str(ROOT / "infer.py")]):
         r = run_cli([*args, "detector=nope"], cwd=tmp_path, env=only_on_path(ROOT))
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-            "error: detector=nope: no such detector; choose one of haar, retinaface (conf/detector/)"], r.stderr[-2000:]
+            "error: detector=nope: no such detector; choose one of haar, retinaface (conf/detector/)"
+        ], r.stderr[-2000:]
 
 
 # --- the wheel ----------------------------------------------------------------------------------
+
 
 def _builds_wheels_offline() -> bool:
     # This environment's setuptools can build the wheel: 70.1+ builds wheels itself, 68+ (pyproject's floor)
@@ -64,8 +67,13 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("fer", "conf"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     offline = ["--no-build-isolation"] if _builds_wheels_offline() else []  # else pip fetches setuptools
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", *offline, "-w", str(dist), "-q"],
-                       capture_output=True, text=True, timeout=600, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", *offline, "-w", str(dist), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (whl,) = dist.glob("fer-*.whl")
     return whl
@@ -77,7 +85,9 @@ def test_the_wheel_carries_every_module_config_and_the_shipped_model(wheel):
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "fer").rglob("*.py")}
-    assert not modules - names, f"missing from the wheel (add the package to [tool.setuptools] packages): {sorted(modules - names)}"
+    assert not modules - names, (
+        f"missing from the wheel (add the package to [tool.setuptools] packages): {sorted(modules - names)}"
+    )
     configs = {"fer/conf/" + p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
     assert not configs - names, sorted(configs - names)
     assert {"fer/conf/train.yaml", "fer/conf/infer.yaml", "fer/conf/export.yaml", "fer/conf/hydra/job_logging/fer.yaml"} <= names
@@ -90,13 +100,20 @@ def test_the_wheel_carries_every_module_config_and_the_shipped_model(wheel):
 @pytest.mark.slow
 def test_the_installed_wheel_runs_inference_outside_the_checkout(wheel, tmp_path, real_faces):
     site, work = tmp_path / "site", tmp_path / "work"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel), "-q"],
-                       capture_output=True, text=True, timeout=600, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     work.mkdir()
     cv2.imwrite(str(work / "face.png"), real_faces[0][3])  # a Happy face, 48x48, as detect=false expects
 
-    where = run_cli(["-c", "import fer, fer.paths; print(fer.__file__); print(fer.paths.CONF_DIR)"], cwd=work, env=only_on_path(site))
+    where = run_cli(
+        ["-c", "import fer, fer.paths; print(fer.__file__); print(fer.paths.CONF_DIR)"], cwd=work, env=only_on_path(site)
+    )
     assert where.stdout.split() == [str(site / "fer" / "__init__.py"), str(site / "fer" / "conf")], where.stdout + where.stderr
 
     # conf/infer.yaml's default model (fer/weights/...) is the installed package's file
@@ -107,8 +124,11 @@ def test_the_installed_wheel_runs_inference_outside_the_checkout(wheel, tmp_path
     assert sum(float(rows[0][c]) for c in EMOTIONS) == pytest.approx(1, abs=1e-3)
 
     # the console script pip wrote runs the same command
-    r = run_cli([str(site / "bin" / "fer-infer"), "source=face.png", "detect=false", "predictions=q.csv"], cwd=work,
-                env=only_on_path(site))
+    r = run_cli(
+        [str(site / "bin" / "fer-infer"), "source=face.png", "detect=false", "predictions=q.csv"],
+        cwd=work,
+        env=only_on_path(site),
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert [row["label"] for row in csv.DictReader((work / "q.csv").read_text().splitlines())] == [rows[0]["label"]]
     assert sorted(p.name for p in work.iterdir()) == ["face.png", "p.csv", "q.csv"]
@@ -118,9 +138,24 @@ def test_the_installed_wheel_runs_inference_outside_the_checkout(wheel, tmp_path
 def test_ddp_workers_relaunch_python_m_fer_train(tiny_csv, tmp_path):
     # Lightning starts rank 1 with `python -m fer.train ...` (rank 0's __main__ module), from rank 0's directory.
     run_dir = tmp_path / "run"
-    r = run_cli(["-m", "fer.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"data.path={tiny_csv}",
-                 "data.batch_size=4", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "eval_train_split=false",
-                 "calibrate=false", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env={**only_on_path(ROOT), "MPLBACKEND": "Agg"})
+    r = run_cli(
+        [
+            "-m",
+            "fer.train",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            f"data.path={tiny_csv}",
+            "data.batch_size=4",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "eval_train_split=false",
+            "calibrate=false",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env={**only_on_path(ROOT), "MPLBACKEND": "Agg"},
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert "rank 1 of 2:" in out and (run_dir / "train.log").exists() and (run_dir / "metrics.json").exists()

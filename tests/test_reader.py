@@ -6,11 +6,12 @@ import tarfile
 import cv2
 import numpy as np
 import pytest
-from conftest import random_rows, write_csv
 
 from fer.data.cache import load_fer2013
 from fer.data.reader import read_fer2013
 from fer.errors import FerError
+
+from conftest import random_rows, write_csv
 
 
 def _check_tiny(data, n=14):
@@ -66,8 +67,13 @@ def _image_tree(root, names_by_split):
 
 
 def test_reads_image_folders_with_split_prefixes(tmp_path):
-    _image_tree(tmp_path, {"train": [f"Training_{i}.jpg" for i in range(4)] + ["PublicTest_1.jpg", "PublicTest_2.jpg"],
-                           "test": ["PrivateTest_1.jpg", "PrivateTest_2.jpg"]})
+    _image_tree(
+        tmp_path,
+        {
+            "train": [f"Training_{i}.jpg" for i in range(4)] + ["PublicTest_1.jpg", "PublicTest_2.jpg"],
+            "test": ["PrivateTest_1.jpg", "PrivateTest_2.jpg"],
+        },
+    )
     data = read_fer2013(tmp_path)
     assert [int((data.splits == s).sum()) for s in range(3)] == [12, 6, 6]
     assert sorted(set(data.labels.tolist())) == [0, 3, 6]
@@ -144,8 +150,11 @@ def _cache_files():
 
 
 def test_full_fer2013_counts(fer2013):
-    expected = {"train": [3995, 436, 4097, 7215, 4830, 3171, 4965], "val": [467, 56, 496, 895, 653, 415, 607],
-                "test": [491, 55, 528, 879, 594, 416, 626]}
+    expected = {
+        "train": [3995, 436, 4097, 7215, 4830, 3171, 4965],
+        "val": [467, 56, 496, 895, 653, 415, 607],
+        "test": [491, 55, 528, 879, 594, 416, 626],
+    }
     for split, counts in expected.items():
         assert np.bincount(fer2013.split(split)[1], minlength=7).tolist() == counts
 

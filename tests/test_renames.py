@@ -4,12 +4,13 @@ options of the callbacks group. On the command line and in what a resume re-appl
 
 import pytest
 import torch
-from conftest import run_cli
 from test_run_safety import crafted_run
 
 from fer.errors import FerError
 from fer.overrides import apply_renames
 from fer.resume import resume_argv
+
+from conftest import run_cli
 
 
 def test_old_spellings_are_rewritten_with_one_note(capsys):

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SHRINK, run_cli
-from test_cli import assert_clean_error
 
 from fer import atomic
 from fer.checkpoint import read_checkpoint
@@ -23,9 +21,19 @@ from fer.errors import FerError
 from fer.overrides import parse, refusal
 from fer.resume import resume_argv
 
+from conftest import ROOT, SHRINK, run_cli
+from test_cli import assert_clean_error
+
 # The README's default model, shrunk to a few batches (5 steps: enough for the one-cycle schedule).
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-         "eval_train_split=false", "calibrate=false", "trainer.enable_progress_bar=false"]
+SHORT = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=5",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "eval_train_split=false",
+    "calibrate=false",
+    "trainer.enable_progress_bar=false",
+]
 
 
 TRAIN_BATCHES = f"trainer.limit_train_batches={SHRINK['trainer.limit_train_batches']}"  # as the tiny run recorded it
@@ -39,7 +47,9 @@ def one_line_error(r, *fragments):
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -96,11 +106,23 @@ def test_sigkill_during_a_checkpoint_write_keeps_last_ckpt_whole(fer2013_path, t
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SLOW_FSYNC)
-    env = {**os.environ, "TMPDIR": str(tmpdir), "FER_TEST_SLOW_FSYNC": "1", "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmpdir),
+        "FER_TEST_SLOW_FSYNC": "1",
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p),
+    }
     run_dir = tmp_path / "run"
-    args = [sys.executable, "train.py", f"data.path={fer2013_path}", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
-            *SHORT[2:], f"hydra.run.dir={run_dir}"]
+    args = [
+        sys.executable,
+        "train.py",
+        f"data.path={fer2013_path}",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=2",
+        *SHORT[2:],
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.ckpt"
     try:
@@ -157,10 +179,17 @@ def test_checkpoint_paths_are_stored_relative_and_old_absolute_ones_rerooted(tmp
     here.mkdir(parents=True)
     (here / "best-epoch03-acc0.5000.ckpt").write_bytes(b"x")
     callback = RunCheckpoint(dirpath=here, monitor="val/acc", mode="max")
-    old = {"monitor": "val/acc", "best_model_score": torch.tensor(0.5), "best_model_path": str(elsewhere / "best-epoch03-acc0.5000.ckpt"),
-           "current_score": torch.tensor(0.5), "dirpath": str(elsewhere), "kth_value": torch.tensor(0.5),
-           "best_k_models": {str(elsewhere / "best-epoch03-acc0.5000.ckpt"): torch.tensor(0.5)},
-           "kth_best_model_path": str(elsewhere / "best-epoch03-acc0.5000.ckpt"), "last_model_path": ""}
+    old = {
+        "monitor": "val/acc",
+        "best_model_score": torch.tensor(0.5),
+        "best_model_path": str(elsewhere / "best-epoch03-acc0.5000.ckpt"),
+        "current_score": torch.tensor(0.5),
+        "dirpath": str(elsewhere),
+        "kth_value": torch.tensor(0.5),
+        "best_k_models": {str(elsewhere / "best-epoch03-acc0.5000.ckpt"): torch.tensor(0.5)},
+        "kth_best_model_path": str(elsewhere / "best-epoch03-acc0.5000.ckpt"),
+        "last_model_path": "",
+    }
     callback.load_state_dict(old)
     assert callback.best_model_path == str(here / "best-epoch03-acc0.5000.ckpt")
     assert callback.best_model_score == 0.5 and list(callback.best_k_models) == [callback.best_model_path]
@@ -195,11 +224,27 @@ def test_a_moved_run_dir_resumes_into_itself_and_touches_nothing_outside(finishe
 
 
 # --- 6: a crafted run folder runs nothing ---------------------------------------------------------
-SAFE = ["model=vgg", "model.net.dropout=0.2", "data.path=/data/fer2013.csv", "~model.scheduler", "trainer.max_epochs=3",
-        "model.net.widths=[8,16]", "seed=${model.optimizer.lr}"]
-UNSAFE = ["+hydra.callbacks.x._target_=builtins.open", "hydra/launcher=joblib", "hydra.job.chdir=true",
-          "model.optimizer._target_=os.system", "+model.scheduler={_target_:os.system,command:x}", "trainer.plugins=[{_target_:x}]",
-          "model@hydra.x=vgg", "model=../../tmp/evil", "data.path=${oc.env:HOME}", "model.net.dropout=0.1,0.2"]
+SAFE = [
+    "model=vgg",
+    "model.net.dropout=0.2",
+    "data.path=/data/fer2013.csv",
+    "~model.scheduler",
+    "trainer.max_epochs=3",
+    "model.net.widths=[8,16]",
+    "seed=${model.optimizer.lr}",
+]
+UNSAFE = [
+    "+hydra.callbacks.x._target_=builtins.open",
+    "hydra/launcher=joblib",
+    "hydra.job.chdir=true",
+    "model.optimizer._target_=os.system",
+    "+model.scheduler={_target_:os.system,command:x}",
+    "trainer.plugins=[{_target_:x}]",
+    "model@hydra.x=vgg",
+    "model=../../tmp/evil",
+    "data.path=${oc.env:HOME}",
+    "model.net.dropout=0.1,0.2",
+]
 
 
 def test_only_the_projects_own_settings_are_re_applied():
@@ -219,8 +264,12 @@ def crafted_run(tmp_path: Path, overrides: list[str]) -> Path:
 def test_resume_says_what_it_re_applies_and_refuses_the_rest(tmp_path, capsys):
     run_dir = crafted_run(tmp_path, ["model.net.dropout=0.2", "trainer.max_epochs=3", "ckpt_path=x"])
     argv = resume_argv(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=5"])
-    assert argv[1:] == ["model.net.dropout=0.2", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=5",
-                        f"hydra.run.dir='{run_dir}'"]
+    assert argv[1:] == [
+        "model.net.dropout=0.2",
+        f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+        "trainer.max_epochs=5",
+        f"hydra.run.dir='{run_dir}'",
+    ]
     assert f"resuming {run_dir} with its overrides: model.net.dropout=0.2" in capsys.readouterr().err
 
     run_dir = crafted_run(tmp_path / "b", ["model.net.dropout=0.2", "+hydra.callbacks.x._target_=builtins.open"])
@@ -244,8 +293,9 @@ def test_the_checkpoints_record_wins_and_is_checked_like_the_file(tmp_path, caps
 
 def test_a_crafted_run_folder_cannot_run_a_target_on_resume(tmp_path):
     victim = tmp_path / "victim.txt"
-    run_dir = crafted_run(tmp_path, ["+hydra.callbacks.x._target_=builtins.open", f"+hydra.callbacks.x.file={victim}",
-                                     "+hydra.callbacks.x.mode=w"])
+    run_dir = crafted_run(
+        tmp_path, ["+hydra.callbacks.x._target_=builtins.open", f"+hydra.callbacks.x.file={victim}", "+hydra.callbacks.x.mode=w"]
+    )
     before = digests(run_dir)
     r = run_cli(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt"])
     one_line_error(r, "not resuming", "+hydra.callbacks.x._target_=builtins.open (a Hydra setting)")
@@ -258,8 +308,10 @@ def test_an_empty_checkpoint_to_resume(tiny_csv, tmp_path):
     empty = tmp_path / "empty.ckpt"
     empty.write_bytes(b"")
     for extra in ([], ["train=false"]):
-        one_line_error(run_cli(["train.py", f"ckpt_path={empty}", f"data.path={tiny_csv}", *extra, f"hydra.run.dir={tmp_path / 'r'}"]),
-                       "empty (0 bytes)")
+        one_line_error(
+            run_cli(["train.py", f"ckpt_path={empty}", f"data.path={tiny_csv}", *extra, f"hydra.run.dir={tmp_path / 'r'}"]),
+            "empty (0 bytes)",
+        )
 
 
 def test_the_shipped_slim_model_is_not_a_run_to_resume(tiny_csv, tmp_path):
@@ -273,15 +325,26 @@ def test_weights_that_do_not_fit_the_stored_spec(tiny_csv, tmp_path, random_chec
     first = next(k for k in ckpt["state_dict"] if k.startswith("net."))
     ckpt["state_dict"][first] = torch.zeros(3)
     torch.save(ckpt, tmp_path / "bad.ckpt")
-    r = run_cli(["train.py", "train=false", f"ckpt_path={tmp_path / 'bad.ckpt'}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'r'}"])
+    r = run_cli(
+        [
+            "train.py",
+            "train=false",
+            f"ckpt_path={tmp_path / 'bad.ckpt'}",
+            f"data.path={tiny_csv}",
+            f"hydra.run.dir={tmp_path / 'r'}",
+        ]
+    )
     one_line_error(r, "weights do not fit the stored architecture 'regularized'", "size mismatch")
 
 
-@pytest.mark.parametrize("meta, problem", [
-    (["not", "a", "mapping"], "is a list, not a mapping"),
-    ("drop mean", "lacks 'mean'"),
-    ("std 0", "invalid 'std'"),
-])
+@pytest.mark.parametrize(
+    "meta, problem",
+    [
+        (["not", "a", "mapping"], "is a list, not a mapping"),
+        ("drop mean", "lacks 'mean'"),
+        ("std 0", "invalid 'std'"),
+    ],
+)
 def test_a_fer_entry_that_is_not_usable(random_checkpoint, tmp_path, meta, problem):
     ckpt = torch.load(random_checkpoint, weights_only=True)
     if meta == "drop mean":
@@ -299,7 +362,15 @@ def test_a_fer_entry_without_mean_on_the_command_line(tiny_csv, random_checkpoin
     ckpt = torch.load(random_checkpoint, weights_only=True)
     del ckpt["fer"]["mean"]
     torch.save(ckpt, tmp_path / "m.ckpt")
-    r = run_cli(["train.py", "train=false", f"ckpt_path={tmp_path / 'm.ckpt'}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'r'}"])
+    r = run_cli(
+        [
+            "train.py",
+            "train=false",
+            f"ckpt_path={tmp_path / 'm.ckpt'}",
+            f"data.path={tiny_csv}",
+            f"hydra.run.dir={tmp_path / 'r'}",
+        ]
+    )
     one_line_error(r, "not a usable fer checkpoint", "lacks 'mean'")
     one_line_error(run_cli(["export.py", f"ckpt_path={tmp_path / 'm.ckpt'}"]), "lacks 'mean'")
 
@@ -336,6 +407,8 @@ def test_export_py_into_a_read_only_folder(random_checkpoint, tmp_path):
     readonly.mkdir()
     readonly.chmod(0o555)
     try:
-        one_line_error(run_cli(["export.py", f"ckpt_path={random_checkpoint}", f"output={readonly / 'new' / 'x.onnx'}"]), "permission denied")
+        one_line_error(
+            run_cli(["export.py", f"ckpt_path={random_checkpoint}", f"output={readonly / 'new' / 'x.onnx'}"]), "permission denied"
+        )
     finally:
         readonly.chmod(0o755)

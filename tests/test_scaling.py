@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from test_cli import assert_clean_error
 
 from fer.data.datamodule import EvalShardSampler
 from fer.distributed import JOB_ENV, brief_workers, worker_argv
+
+from conftest import run_cli
+from test_cli import assert_clean_error
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = ["model=baseline", "data.batch_size=4", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
@@ -33,6 +34,7 @@ def event_file_pids(run_dir: Path) -> set[str]:
 
 # --- DDP: the pieces ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
 def test_eval_shards_cover_every_face_exactly_once(world_size):
     faces = range(3589)  # PublicTest, PrivateTest: not divisible by 2, 3 or 4
@@ -44,12 +46,24 @@ def test_eval_shards_cover_every_face_exactly_once(world_size):
 def test_a_ddp_worker_rejoins_its_job_and_not_the_sweep(monkeypatch):
     monkeypatch.setenv(JOB_ENV, "")  # restored after the test; brief_workers writes it
     job_dir = "/sweeps/0_model.net.dropout=0.2,model=baseline/it's"
-    brief_workers(job_dir, ["model.net.dropout=0.2", "model=baseline"],
-                  ["hydra.sweep.dir=/sweeps", "hydra.mode=MULTIRUN", "hydra/launcher=joblib", "hydra.job.chdir=true"],
-                  ["train.py", "-m", "--config-dir", "extra", "model.net.dropout=0.2,0.5", "model=baseline"])
+    brief_workers(
+        job_dir,
+        ["model.net.dropout=0.2", "model=baseline"],
+        ["hydra.sweep.dir=/sweeps", "hydra.mode=MULTIRUN", "hydra/launcher=joblib", "hydra.job.chdir=true"],
+        ["train.py", "-m", "--config-dir", "extra", "model.net.dropout=0.2,0.5", "model=baseline"],
+    )
     # what Lightning starts: rank 0's command line (the whole sweep) plus its own hydra.run.dir
-    lightning_cmd = ["train.py", "-m", "--config-dir", "extra", "model.net.dropout=0.2,0.5", "model=baseline",
-                     'hydra.run.dir="outputs/runs/x"', "hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"]
+    lightning_cmd = [
+        "train.py",
+        "-m",
+        "--config-dir",
+        "extra",
+        "model.net.dropout=0.2,0.5",
+        "model=baseline",
+        'hydra.run.dir="outputs/runs/x"',
+        "hydra.job.name=train_ddp_process_1",
+        "hydra.output_subdir=null",
+    ]
     monkeypatch.setenv("LOCAL_RANK", "1")
     argv = worker_argv(lightning_cmd)
     assert argv[:-2] == ["train.py", "--config-dir", "extra", "model.net.dropout=0.2", "model=baseline", "hydra.job.chdir=true"]
@@ -64,14 +78,27 @@ def test_a_ddp_worker_rejoins_its_job_and_not_the_sweep(monkeypatch):
 
 # --- DDP: real runs ---------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", [None, "baseline"], ids=["default", "baseline"])
 def test_ddp_on_two_cpu_processes_is_one_run_that_sees_each_face_once(fer2013_path, tmp_path, model):
     # The default model has BatchNorm, which trainer=ddp synchronises on GPUs; on CPU each process keeps its own.
     run_dir = tmp_path / "run"
-    r = run_cli(["train.py", *DDP_ON_CPU, f"data.path={fer2013_path}", *([f"model={model}"] if model else []), "data.batch_size=32",
-                 "trainer.max_epochs=1", "trainer.limit_train_batches=3", "eval_train_split=false", "calibrate=false",
-                 "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"])
+    r = run_cli(
+        [
+            "train.py",
+            *DDP_ON_CPU,
+            f"data.path={fer2013_path}",
+            *([f"model={model}"] if model else []),
+            "data.batch_size=32",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3",
+            "eval_train_split=false",
+            "calibrate=false",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in out
@@ -79,8 +106,15 @@ def test_ddp_on_two_cpu_processes_is_one_run_that_sees_each_face_once(fer2013_pa
         assert out.count("sync_batchnorm: off on accelerator=cpu") == 1  # said once, by rank 0
 
     # one run: one directory, one set of files, all written by rank 0
-    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "checkpoints", "confusion_test.png", "curves.png", "metrics.json",
-                                                         "tensorboard", "train.log"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".hydra",
+        "checkpoints",
+        "confusion_test.png",
+        "curves.png",
+        "metrics.json",
+        "tensorboard",
+        "train.log",
+    ]
     assert len(list((run_dir / "checkpoints").glob("best-*.ckpt"))) == 1 and (run_dir / "checkpoints" / "last.ckpt").exists()
     assert len(event_file_pids(run_dir)) == 1
     assert "rank 1 of 2" not in (run_dir / "train.log").read_text()  # the worker logs to the console only
@@ -88,9 +122,14 @@ def test_ddp_on_two_cpu_processes_is_one_run_that_sees_each_face_once(fer2013_pa
     assert m["epochs"] == 1 and len(m["history"]) == 1 and m["val"]["acc"] is not None
 
     # each rank trains on its own half of Training and evaluates its own part of PublicTest: together each face once
-    shards = {int(rank): (int(train), int(val)) for rank, train, val in
-              re.findall(r"rank (\d) of 2: (\d+) of 28709 Training faces per epoch \(DistributedSampler\), (\d+) of 3589 PublicTest faces "
-                         r"\(EvalShardSampler\)", out)}
+    shards = {
+        int(rank): (int(train), int(val))
+        for rank, train, val in re.findall(
+            r"rank (\d) of 2: (\d+) of 28709 Training faces per epoch \(DistributedSampler\), (\d+) of 3589 PublicTest faces "
+            r"\(EvalShardSampler\)",
+            out,
+        )
+    }
     assert shards == {0: (14355, 1795), 1: (14355, 1794)}, out[-4000:]
     # the test split goes the same way, and its confusion matrix counts every PrivateTest face once
     assert sum(map(sum, m["test"]["confusion_matrix"])) == 3589
@@ -99,8 +138,18 @@ def test_ddp_on_two_cpu_processes_is_one_run_that_sees_each_face_once(fer2013_pa
 @pytest.mark.slow
 def test_ddp_jobs_in_a_multirun_each_get_their_own_workers(tiny_csv, tmp_path):
     sweep, run_dir = tmp_path / "sweep", tmp_path / "not-a-run-dir"
-    r = run_cli(["train.py", "-m", *DDP_ON_CPU, "model.net.dropout=0.1,0.3", f"data.path={tiny_csv}", *TINY,
-                 f"hydra.sweep.dir={sweep}", f"hydra.run.dir={run_dir}"])
+    r = run_cli(
+        [
+            "train.py",
+            "-m",
+            *DDP_ON_CPU,
+            "model.net.dropout=0.1,0.3",
+            f"data.path={tiny_csv}",
+            *TINY,
+            f"hydra.sweep.dir={sweep}",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     jobs = sorted(d for d in sweep.iterdir() if d.is_dir())
@@ -115,8 +164,14 @@ def test_ddp_jobs_in_a_multirun_each_get_their_own_workers(tiny_csv, tmp_path):
 
 # --- multi-node on SLURM: config only (no cluster here) -----------------------------------------
 
-CLUSTER = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu",
-           "hydra.launcher.timeout_min=120"]
+CLUSTER = [
+    "hydra/launcher=slurm",
+    "trainer=ddp",
+    "trainer.devices=4",
+    "trainer.num_nodes=2",
+    "hydra.launcher.partition=gpu",
+    "hydra.launcher.timeout_min=120",
+]
 
 
 def test_slurm_launcher_asks_for_one_task_per_gpu_on_each_node(tmp_path, monkeypatch):
@@ -142,10 +197,21 @@ def test_slurm_launcher_asks_for_one_task_per_gpu_on_each_node(tmp_path, monkeyp
     assert submitted["overrides"] == (["model.net.dropout=0.3"],)
     slurm = submitted["executor"]._executor
     assert {k: slurm.parameters[k] for k in ("nodes", "ntasks_per_node", "gpus_per_node", "partition", "time")} == {
-        "nodes": 2, "ntasks_per_node": 4, "gpus_per_node": 4, "partition": "gpu", "time": 120}
+        "nodes": 2,
+        "ntasks_per_node": 4,
+        "gpus_per_node": 4,
+        "partition": "gpu",
+        "time": 120,
+    }
     sbatch = slurm._make_submission_file_text("python -m submitit.core._submit FOLDER", "uid")
-    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4", "#SBATCH --partition=gpu",
-                 "#SBATCH --time=120", f"#SBATCH --output={tmp_path / 'sweep'}/.submitit/%j/"):
+    for line in (
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=120",
+        f"#SBATCH --output={tmp_path / 'sweep'}/.submitit/%j/",
+    ):
         assert line in sbatch, sbatch
     assert "\nsrun " in sbatch  # srun starts the 8 tasks
 
@@ -154,9 +220,17 @@ def test_lightning_connects_the_tasks_srun_starts(monkeypatch):
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     # what SLURM sets for task 5 of the 8 that the job above starts (node 2, its second GPU)
-    for key, value in {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4", "SLURM_NNODES": "2", "SLURM_PROCID": "5",
-                       "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4242",
-                       "SLURM_NODELIST": "gpu[07-08]"}.items():
+    for key, value in {
+        "SLURM_NTASKS": "8",
+        "SLURM_NTASKS_PER_NODE": "4",
+        "SLURM_NNODES": "2",
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "1",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NODELIST": "gpu[07-08]",
+    }.items():
         monkeypatch.setenv(key, value)
     cfg = make([*CLUSTER, "trainer.accelerator=cpu"])
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, precision="32-true")
@@ -169,11 +243,22 @@ def test_lightning_connects_the_tasks_srun_starts(monkeypatch):
 
 # --- sweeps side by side: joblib -------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_joblib_launcher_runs_sweep_jobs_side_by_side(tiny_csv, tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli(["train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.net.dropout=0.1,0.3", f"data.path={tiny_csv}",
-                 *TINY, f"hydra.sweep.dir={sweep}"])
+    r = run_cli(
+        [
+            "train.py",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "model.net.dropout=0.1,0.3",
+            f"data.path={tiny_csv}",
+            *TINY,
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "Joblib.Parallel(n_jobs=2" in r.stdout + r.stderr
     jobs = sorted(d for d in sweep.iterdir() if d.is_dir())
@@ -185,16 +270,23 @@ def test_joblib_launcher_runs_sweep_jobs_side_by_side(tiny_csv, tmp_path):
 
 # --- hyper-parameter search: Optuna ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model", ["baseline", "regularized"])
 def test_optuna_search_space_is_the_chosen_models(model):
     sweeper = make([f"model={model}", "hparams_search=optuna"]).hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 42
-    assert sorted(k.lstrip("+") for k in sweeper.params) == ["model.net.dropout", "model.optimizer.lr", "model.optimizer.weight_decay"]
+    assert sorted(k.lstrip("+") for k in sweeper.params) == [
+        "model.net.dropout",
+        "model.optimizer.lr",
+        "model.optimizer.weight_decay",
+    ]
     assert all("interval(" in v for v in sweeper.params.values())
     # an experiment that picks the model picks its search space too
-    assert make(["experiment=paper_baseline", "hparams_search=optuna"]).hydra.sweeper.params == make(
-        ["model=baseline", "hparams_search=optuna"]).hydra.sweeper.params
+    assert (
+        make(["experiment=paper_baseline", "hparams_search=optuna"]).hydra.sweeper.params
+        == make(["model=baseline", "hparams_search=optuna"]).hydra.sweeper.params
+    )
 
 
 @pytest.mark.filterwarnings("ignore:Deprecated API features detected")  # optuna 2.10's SQLAlchemy 1.x code, pinned on purpose
@@ -202,21 +294,34 @@ def test_optuna_studies_can_be_kept_in_sqlite(tmp_path):
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'search.db'}"  # hydra.sweeper.storage: needs the SQLAlchemy 1.x pin in pyproject
-    optuna.create_study(study_name="fer", storage=storage, direction="maximize").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    optuna.create_study(study_name="fer", storage=storage, direction="maximize").optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=2
+    )
     assert len(optuna.load_study(study_name="fer", storage=storage).trials) == 2
 
 
 @pytest.mark.slow
 def test_optuna_search_of_two_tiny_trials_writes_best_parameters_and_a_ranked_table(tiny_csv, tmp_path):
     sweep = tmp_path / "search"
-    r = run_cli(["train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"data.path={tiny_csv}", *TINY,
-                 f"hydra.sweep.dir={sweep}"])
+    r = run_cli(
+        [
+            "train.py",
+            "-m",
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=2",
+            f"data.path={tiny_csv}",
+            *TINY,
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "Sampler: TPESampler" in r.stdout + r.stderr
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     params = {k.lstrip("+"): v for k, v in best["best_params"].items()}
     assert set(params) == {"model.optimizer.lr", "model.optimizer.weight_decay", "model.net.dropout"}
-    assert 1e-4 <= params["model.optimizer.lr"] <= 3e-3 and 0 <= params["model.net.dropout"] <= 0.5  # hparams_search/space/optuna_baseline
+    assert (
+        1e-4 <= params["model.optimizer.lr"] <= 3e-3 and 0 <= params["model.net.dropout"] <= 0.5
+    )  # hparams_search/space/optuna_baseline
     with open(sweep / "summary.csv") as f:
         trials = list(csv.DictReader(f))
     assert [t["rank"] for t in trials] == ["1", "2"] and all(t["status"] == "ok" for t in trials)
@@ -225,29 +330,42 @@ def test_optuna_search_of_two_tiny_trials_writes_best_parameters_and_a_ranked_ta
     # the suggested values reached the trained model
     job_cfgs = [yaml.safe_load((d / ".hydra" / "config.yaml").read_text()) for d in sweep.iterdir() if d.is_dir()]
     assert sorted(c["model"]["net"]["dropout"] for c in job_cfgs) == sorted(
-        float(re.search(r"model\.net\.dropout=([\d.e-]+)", t["overrides"]).group(1)) for t in trials)
+        float(re.search(r"model\.net\.dropout=([\d.e-]+)", t["overrides"]).group(1)) for t in trials
+    )
 
 
 # --- bad input ---------------------------------------------------------------------------------------
 
+
 def test_unknown_launcher_or_search_option(tmp_path):
-    assert_clean_error(run_cli(["train.py", "-m", "hydra/launcher=kubernetes", f"hydra.sweep.dir={tmp_path}"]),
-                       "hydra/launcher/kubernetes", "joblib", "slurm")
-    assert_clean_error(run_cli(["train.py", "-m", "hparams_search=hyperopt", f"hydra.sweep.dir={tmp_path}"]),
-                       "hparams_search/hyperopt", "optuna")
+    assert_clean_error(
+        run_cli(["train.py", "-m", "hydra/launcher=kubernetes", f"hydra.sweep.dir={tmp_path}"]),
+        "hydra/launcher/kubernetes",
+        "joblib",
+        "slurm",
+    )
+    assert_clean_error(
+        run_cli(["train.py", "-m", "hparams_search=hyperopt", f"hydra.sweep.dir={tmp_path}"]), "hparams_search/hyperopt", "optuna"
+    )
 
 
 def test_slurm_without_its_plugin_says_what_to_install(tmp_path):
     # A Python without hydra-submitit-launcher: the import system is told the plugin is not there.
-    hide_plugin = ("import runpy, sys; sys.modules['hydra_plugins.hydra_submitit_launcher'] = None; "
-                   "sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path('train.py', run_name='__main__')")
+    hide_plugin = (
+        "import runpy, sys; sys.modules['hydra_plugins.hydra_submitit_launcher'] = None; "
+        "sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path('train.py', run_name='__main__')"
+    )
     r = run_cli(["-c", hide_plugin, "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}"])
-    assert_clean_error(r, "hydra/launcher=slurm needs the Hydra plugin hydra-submitit-launcher", "pip install hydra-submitit-launcher")
+    assert_clean_error(
+        r, "hydra/launcher=slurm needs the Hydra plugin hydra-submitit-launcher", "pip install hydra-submitit-launcher"
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_a_ddp_job_in_a_joblib_worker_is_refused_with_a_reason(tiny_csv, tmp_path):
     sweep = tmp_path / "sweep"
-    r = run_cli(["train.py", "-m", "hydra/launcher=joblib", *DDP_ON_CPU, f"data.path={tiny_csv}", *TINY, f"hydra.sweep.dir={sweep}"])
+    r = run_cli(
+        ["train.py", "-m", "hydra/launcher=joblib", *DDP_ON_CPU, f"data.path={tiny_csv}", *TINY, f"hydra.sweep.dir={sweep}"]
+    )
     assert_clean_error(r, "1 of 1 jobs failed")
     assert "cannot start its processes inside a joblib worker" in next(sweep.glob("0_*/error.txt")).read_text()

@@ -7,11 +7,12 @@ import csv
 import cv2
 import numpy as np
 import pytest
-from conftest import run_cli
 
 from fer.checkpoint import read_checkpoint
 from fer.data.datamodule import FaceDataModule
 from fer.errors import FerError
+
+from conftest import run_cli
 
 CLASSES = ["stripes", "bars", "checks"]  # label order: the folders are found in another (alphabetical) one
 SIZE = 32

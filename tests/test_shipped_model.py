@@ -5,10 +5,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_cli
 
 from fer.checkpoint import load_network
 from fer.preprocess import to_network_input
+
+from conftest import ROOT, run_cli
 
 SHIPPED = ROOT / "fer" / "weights" / "fer2013_regularized.ckpt"
 
@@ -88,6 +89,9 @@ def test_infer_uses_the_shipped_model_by_default(tmp_path, real_faces):
     crops.mkdir()
     for i, face in enumerate(real_faces[0]):
         cv2.imwrite(str(crops / f"{i}.png"), face)
-    r = run_cli([str(ROOT / "infer.py"), f"source={crops}", "detect=false", "display=false", f"predictions={tmp_path / 'p.csv'}"], cwd=tmp_path)
+    r = run_cli(
+        [str(ROOT / "infer.py"), f"source={crops}", "detect=false", "display=false", f"predictions={tmp_path / 'p.csv'}"],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 1 + len(real_faces[0])

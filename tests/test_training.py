@@ -8,7 +8,6 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -17,9 +16,17 @@ from fer.checkpoint import load_network
 from fer.module import EmotionClassifier
 from fer.preprocess import to_network_input
 
+from conftest import run_cli
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
-LIMITS = ["trainer.limit_train_batches=8", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-          "trainer.enable_progress_bar=false", "data.batch_size=64", "data.eval_batch_size=64"]
+LIMITS = [
+    "trainer.limit_train_batches=8",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.enable_progress_bar=false",
+    "data.batch_size=64",
+    "data.eval_batch_size=64",
+]
 EVAL_FACES = 2 * 64  # 2 batches of 64 faces to test, and to calibrate on (each TTA mode: ten-crop is 10 views a face)
 
 
@@ -32,8 +39,15 @@ def build(overrides):
 def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2013_path, tmp_path, real_faces):
     L.seed_everything(0)
     model, dm = build(["model=baseline", f"data.path={fer2013_path}", "data.augment=null"])
-    trainer = L.Trainer(max_epochs=3, limit_train_batches=15, limit_val_batches=2, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=3,
+        limit_train_batches=15,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=dm)
     losses = [h["train/loss"] for h in model.history]
     assert len(losses) == 3 and losses[-1] < losses[0] - 0.05, losses
@@ -56,8 +70,17 @@ def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2
 @pytest.mark.slow
 def test_same_seed_same_result(tiny_csv, tmp_path):
     def once(d):
-        r = run_cli(["train.py", f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=2", "model=baseline",
-                     "trainer.enable_progress_bar=false", f"hydra.run.dir={d}"])
+        r = run_cli(
+            [
+                "train.py",
+                f"data.path={tiny_csv}",
+                "data.batch_size=4",
+                "trainer.max_epochs=2",
+                "model=baseline",
+                "trainer.enable_progress_bar=false",
+                f"hydra.run.dir={d}",
+            ]
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         history = json.loads((d / "metrics.json").read_text())["history"]
         return [{k: v for k, v in h.items() if k != "time_s"} for h in history]  # all but the clock
@@ -68,15 +91,23 @@ def test_same_seed_same_result(tiny_csv, tmp_path):
 @pytest.mark.slow
 def test_ema_weights_are_validated_checkpointed_and_tested(tiny_csv, tmp_path):
     # `python train.py callbacks=ema callbacks.ema.decay=...` on the default model, shrunk
-    args = [f"data.path={tiny_csv}", "data.batch_size=4", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-            "eval_train_split=false", "calibrate=false"]
+    args = [
+        f"data.path={tiny_csv}",
+        "data.batch_size=4",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        "eval_train_split=false",
+        "calibrate=false",
+    ]
     r = run_cli(["train.py", *args, "callbacks=ema", "callbacks.ema.decay=0.5", f"hydra.run.dir={tmp_path / 'ema'}"])
     assert r.returncode == 0, r.stderr[-2000:]
     best = next((tmp_path / "ema" / "checkpoints").glob("best-*.ckpt"))
     ckpt = torch.load(best, weights_only=True)
     raw, averaged = ckpt["current_model_state"], ckpt["state_dict"]
     assert not torch.equal(raw["net.classifier.0.weight"], averaged["net.classifier.0.weight"])
-    assert torch.equal(raw["pixel_mean"], averaged["pixel_mean"]) and float(averaged["pixel_mean"]) != 0.5  # the data's, not the default
+    assert (
+        torch.equal(raw["pixel_mean"], averaged["pixel_mean"]) and float(averaged["pixel_mean"]) != 0.5
+    )  # the data's, not the default
     # The run's test figures are those of the averaged weights: evaluating the checkpoint alone gives the same.
     r = run_cli(["train.py", "train=false", f"ckpt_path={best}", *args, f"hydra.run.dir={tmp_path / 'eval'}"])
     assert r.returncode == 0, r.stderr[-2000:]
@@ -92,8 +123,18 @@ TINY_DEFAULT = ["data.batch_size=4", "trainer.enable_progress_bar=false", "eval_
 
 def test_early_stopping_stops_a_run_that_no_longer_improves(tiny_csv, tmp_path):
     # min_delta=1: no epoch after the first counts as better, so patience=1 stops after the second of ten
-    r = run_cli(["train.py", f"data.path={tiny_csv}", *TINY_DEFAULT, "trainer.max_epochs=10", "callbacks=early_stopping",
-                 "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=1.0", f"hydra.run.dir={tmp_path}"])
+    r = run_cli(
+        [
+            "train.py",
+            f"data.path={tiny_csv}",
+            *TINY_DEFAULT,
+            "trainer.max_epochs=10",
+            "callbacks=early_stopping",
+            "callbacks.early_stopping.patience=1",
+            "callbacks.early_stopping.min_delta=1.0",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["epochs"] == 2 and len(m["history"]) == 2
@@ -103,8 +144,18 @@ def test_early_stopping_stops_a_run_that_no_longer_improves(tiny_csv, tmp_path):
 def test_csv_logger_writes_metrics_csv_and_the_face_settings_reach_the_checkpoint_alone(tiny_csv, tmp_path):
     # logger=csv: plain files, no TensorBoard, and the confusion figures skipped without a word;
     # face.*: stored in every checkpoint's meta under "face", not in the module or its hparams.
-    r = run_cli(["train.py", f"data.path={tiny_csv}", *TINY_DEFAULT, "trainer.max_epochs=2", "logger=csv", "face.gamma=1.2",
-                 "face.align=false", f"hydra.run.dir={tmp_path}"])
+    r = run_cli(
+        [
+            "train.py",
+            f"data.path={tiny_csv}",
+            *TINY_DEFAULT,
+            "trainer.max_epochs=2",
+            "logger=csv",
+            "face.gamma=1.2",
+            "face.align=false",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "tensorboard").exists() and "Traceback" not in r.stderr and "add_figure" not in r.stdout + r.stderr
     with open(tmp_path / "csv" / "metrics.csv") as f:
@@ -162,7 +213,10 @@ def test_real_run_calibrates_every_tta_mode_and_stores_the_temperatures(real_run
     _, meta = load_network(best)
     assert meta["temperature"] == pytest.approx({k: calibration[k]["temperature"] for k in ("none", "flip", "ten_crop")})
     assert "test by TTA mode:" in r.stdout
-    assert f"fitted on {EVAL_FACES} PublicTest faces, judged on {EVAL_FACES} PrivateTest faces" in r.stdout and "calibrating 3/3: tta=ten_crop" in r.stdout
+    assert (
+        f"fitted on {EVAL_FACES} PublicTest faces, judged on {EVAL_FACES} PrivateTest faces" in r.stdout
+        and "calibrating 3/3: tta=ten_crop" in r.stdout
+    )
 
 
 def test_tensorboard_holds_per_epoch_metrics_confusion_images_and_hparams(real_run):
@@ -182,8 +236,19 @@ def test_tensorboard_holds_per_epoch_metrics_confusion_images_and_hparams(real_r
 def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_path):
     run_dir, _ = real_run
     best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
-    r = run_cli(["train.py", "train=false", f"ckpt_path={best}", f"data.path={fer2013_path}", "trainer.limit_test_batches=2",
-                 "trainer.limit_val_batches=2", "data.eval_batch_size=64", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'eval'}"])
+    r = run_cli(
+        [
+            "train.py",
+            "train=false",
+            f"ckpt_path={best}",
+            f"data.path={fer2013_path}",
+            "trainer.limit_test_batches=2",
+            "trainer.limit_val_batches=2",
+            "data.eval_batch_size=64",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ]
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     original = json.loads((run_dir / "metrics.json").read_text())
@@ -195,14 +260,16 @@ def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_pat
 
 # --- short runs of the default model: the one-cycle schedule, and debug=smoke -------------------------
 
+
 def test_one_cycle_schedule_is_defined_for_every_positive_number_of_steps():
     # torch's OneCycleLR divides by zero when its warm-up is exactly one step (4 steps at pct_start=0.25)
     from fer.module import _one_cycle_warmup
 
     for steps, pct_start in ((s, p) for s in range(1, 65) for p in (0.25, 0.1, 0.2, 0.3, 0.5, 1 / 3)):
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.05)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.05, total_steps=steps,
-                                                       **{"pct_start": pct_start, **_one_cycle_warmup(pct_start, steps)})
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=0.05, total_steps=steps, **{"pct_start": pct_start, **_one_cycle_warmup(pct_start, steps)}
+        )
         lrs = []
         for _ in range(steps):
             lrs.append(optimizer.param_groups[0]["lr"])
@@ -212,13 +279,27 @@ def test_one_cycle_schedule_is_defined_for_every_positive_number_of_steps():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shrink", [["trainer.max_epochs=1", "trainer.limit_train_batches=4"],
-                                    ["trainer.max_epochs=2", "trainer.limit_train_batches=2"]], ids=["4-steps", "2x2-steps"])
+@pytest.mark.parametrize(
+    "shrink",
+    [["trainer.max_epochs=1", "trainer.limit_train_batches=4"], ["trainer.max_epochs=2", "trainer.limit_train_batches=2"]],
+    ids=["4-steps", "2x2-steps"],
+)
 def test_short_runs_of_the_default_recipe_train(fer2013_path, tmp_path, shrink):
     # The one-cycle schedule with a warm-up of exactly one step: a ZeroDivisionError before the fix
     # (model=vgg shares the schedule; debug=smoke runs it).
-    r = run_cli(["train.py", f"data.path={fer2013_path}", *shrink, "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-                 "eval_train_split=false", "calibrate=false", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"])
+    r = run_cli(
+        [
+            "train.py",
+            f"data.path={fer2013_path}",
+            *shrink,
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            "eval_train_split=false",
+            "calibrate=false",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["epochs"] == int(shrink[-2].split("=")[1]) and all(h["lr"] > 0 for h in m["history"])
@@ -231,8 +312,16 @@ NOISE = ["LeafSpec", "litlogger", "log_every_n_steps", "Loading `train_dataloade
 @pytest.mark.parametrize("model", [None, "baseline", "vgg"], ids=["default", "baseline", "vgg"])
 def test_debug_smoke_checks_the_whole_path_of_every_model(fer2013_path, tmp_path, model):
     # As a user types it (warnings not silenced): `python train.py debug=smoke [model=...]`
-    r = run_cli(["train.py", "debug=smoke", *([f"model={model}"] if model else []), f"data.path={fer2013_path}",
-                 f"hydra.run.dir={tmp_path}"], env={"PYTHONWARNINGS": ""})
+    r = run_cli(
+        [
+            "train.py",
+            "debug=smoke",
+            *([f"model={model}"] if model else []),
+            f"data.path={fer2013_path}",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        env={"PYTHONWARNINGS": ""},
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["model"] == (model or "regularized") and m["epochs"] == 1

@@ -22,8 +22,10 @@ def task(cfg: DictConfig):
         if e.name not in ("onnx", "onnxruntime"):
             raise
         raise FerError(f"export needs {e.name}: pip install onnx onnxruntime") from None
-    log.info(f"wrote {path}: {facts['net'].get('arch')}, classes {', '.join(facts['class_names'])}; "
-             f"largest difference to PyTorch {facts['difference']:.1e}")
+    log.info(
+        f"wrote {path}: {facts['net'].get('arch')}, classes {', '.join(facts['class_names'])}; "
+        f"largest difference to PyTorch {facts['difference']:.1e}"
+    )
     log.info(f"run it: python infer.py backend=onnx ckpt_path={path} source=0")
 
 

@@ -11,7 +11,14 @@ from fer.preprocess import center_crop
 
 
 class BatchAugment(nn.Module):
-    def __init__(self, flip: bool = True, max_rotation: float = 10.0, max_scale: float = 0.1, random_crop: bool = True, erase_prob: float = 0.0):
+    def __init__(
+        self,
+        flip: bool = True,
+        max_rotation: float = 10.0,
+        max_scale: float = 0.1,
+        random_crop: bool = True,
+        erase_prob: float = 0.0,
+    ):
         super().__init__()
         self.flip, self.max_rotation, self.max_scale = flip, max_rotation, max_scale
         self.random_crop, self.erase_prob = random_crop, erase_prob
@@ -50,7 +57,9 @@ class BatchAugment(nn.Module):
         room = (s - out) / s if self.random_crop else 0.0  # normalised shift that keeps a crop inside
         shift = (torch.rand(b, 2, device=dev) * 2 - 1) * room
         cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
-        theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1), torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1)
+        theta = torch.stack(
+            [torch.stack([cos * mirror, -sin, shift[:, 0]], 1), torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1
+        )
         grid = F.affine_grid(theta, (b, c, out, out), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -62,6 +71,5 @@ class BatchAugment(nn.Module):
         cy, cx = torch.randint(0, s, (b, 1, 1), device=dev), torch.randint(0, s, (b, 1, 1), device=dev)
         ys, xs = torch.arange(s, device=dev).view(1, s, 1), torch.arange(s, device=dev).view(1, 1, s)
         box = ((ys - cy).abs() * 2 < side) & ((xs - cx).abs() * 2 < side)
-        box &= (torch.rand(b, 1, 1, device=dev) < self.erase_prob)
+        box &= torch.rand(b, 1, 1, device=dev) < self.erase_prob
         return x.masked_fill(box[:, None], 0.0)
-

@@ -34,9 +34,17 @@ def _fingerprint(path: Path) -> str:
     return f"{path.resolve()}|{size}|{mtime}"
 
 
-def load_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0, use_cache: bool = True,
-                 test_fraction: float = 0.2, faces: str = "auto", class_names: Sequence[str] = EMOTIONS,
-                 image_size: int = 48) -> FerData:
+def load_fer2013(
+    path: str | Path,
+    on_bad_row: str = "error",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    use_cache: bool = True,
+    test_fraction: float = 0.2,
+    faces: str = "auto",
+    class_names: Sequence[str] = EMOTIONS,
+    image_size: int = 48,
+) -> FerData:
     """read_fer2013 with a cache in front of it (class folders of any data set included)."""
     path = resolve_data_path(path)
     read = (path, on_bad_row, val_fraction, seed, test_fraction, faces, tuple(class_names), image_size)
@@ -54,8 +62,12 @@ def load_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: floa
             if data.skipped:
                 log.warning("skipped %d bad rows in %s (cached)", data.skipped, path)
             if data.no_face:
-                log.warning("%d pictures in %s show no face the detector finds and are left out (cached): %s",
-                            len(data.no_face), path, ", ".join(data.no_face[:5]))
+                log.warning(
+                    "%d pictures in %s show no face the detector finds and are left out (cached): %s",
+                    len(data.no_face),
+                    path,
+                    ", ".join(data.no_face[:5]),
+                )
             return data
         except (OSError, ValueError, KeyError):
             log.warning("cache file %s is unreadable; parsing %s again", file, path)
@@ -65,8 +77,13 @@ def load_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: floa
     log.info("parsed %d faces in %.1f s", len(data.labels), time.perf_counter() - t0)
     try:
         # atomic (fer.atomic): a parallel run never sees half a file
-        arrays = {"images": data.images, "labels": data.labels, "splits": data.splits, "skipped": data.skipped,
-                  "no_face": np.asarray(data.no_face, dtype=str)}
+        arrays = {
+            "images": data.images,
+            "labels": data.labels,
+            "splits": data.splits,
+            "skipped": data.skipped,
+            "no_face": np.asarray(data.no_face, dtype=str),
+        }
         replace_atomically(file, lambda f: np.savez(f, **arrays))
     except OSError as e:
         log.warning("could not write the cache %s (%s); the next run parses again", file, e)

@@ -104,8 +104,17 @@ class FaceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None):
         if self.splits:
             return
-        data = load_fer2013(self.path, self.on_bad_row, self.val_fraction, self.seed, self.use_cache,
-                            self.test_fraction, self.faces, self.class_names, self.image_size)
+        data = load_fer2013(
+            self.path,
+            self.on_bad_row,
+            self.val_fraction,
+            self.seed,
+            self.use_cache,
+            self.test_fraction,
+            self.faces,
+            self.class_names,
+            self.image_size,
+        )
         for name in ("train", "val", "test"):
             images, labels = data.split(name)
             self.splits[name] = Faces(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
@@ -114,20 +123,36 @@ class FaceDataModule(L.LightningDataModule):
         needed = {"validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
         for name in needed:
             if len(self.splits[name]) == 0:
-                raise FerError(f"{self.path}: the {SPLIT_NAMES[name]} split is empty; FER2013 needs Training, PublicTest and PrivateTest rows")
+                raise FerError(
+                    f"{self.path}: the {SPLIT_NAMES[name]} split is empty; "
+                    "FER2013 needs Training, PublicTest and PrivateTest rows"
+                )
         train = self.splits["train"].images
         if len(train) and not self._pinned:
             pixels = train.float() / 255.0
             self.mean, self.std = float(pixels.mean()), float(pixels.std())
-        log.info("%s: %s train / %s val / %s test faces of %d classes; pixel mean %.4f std %.4f", self.path,
-                 *(len(self.splits[n]) for n in ("train", "val", "test")), len(self.class_names), self.mean, self.std)
+        log.info(
+            "%s: %s train / %s val / %s test faces of %d classes; pixel mean %.4f std %.4f",
+            self.path,
+            *(len(self.splits[n]) for n in ("train", "val", "test")),
+            len(self.class_names),
+            self.mean,
+            self.std,
+        )
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.splits["train"].labels, minlength=len(self.class_names))
 
     def _loader(self, split: str, batch_size: int, shuffle: bool, sampler=None, drop_last: bool = False):
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                          drop_last=drop_last, collate_fn=_keep_batch, num_workers=0)
+        return DataLoader(
+            self.splits[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            drop_last=drop_last,
+            collate_fn=_keep_batch,
+            num_workers=0,
+        )
 
     def train_dataloader(self):
         sampler = None
@@ -175,8 +200,10 @@ def _checked_class_names(class_names: Sequence[str] | None, path: str) -> list[s
     if class_names is None:
         found = _class_folders(Path(str(path)).expanduser())
         hint = f"data.class_names=[{','.join(found)}]" if found else "data.class_names=[NAME,NAME,...]"
-        raise FerError(f"data.class_names is not set: name the classes in label order, e.g. {hint} "
-                       "(the checkpoint stores the list; infer.py labels faces with it)")
+        raise FerError(
+            f"data.class_names is not set: name the classes in label order, e.g. {hint} "
+            "(the checkpoint stores the list; infer.py labels faces with it)"
+        )
     names = [str(c) for c in class_names] if isinstance(class_names, Sequence) and not isinstance(class_names, str) else []
     if len(names) < 2 or len({n.lower() for n in names}) != len(names):
         raise FerError(f"data.class_names must list two or more different names, not {class_names!r}")
@@ -189,9 +216,11 @@ def _checked_sizes(image_size: int, input_size: int | None) -> tuple[int, int]:
         raise FerError(f"data.image_size must be the side of the square pictures in pixels (48 for FER2013), not {image_size!r}")
     input_size = image_size if input_size is None else input_size
     if input_size > image_size:
-        raise FerError(f"the network's input (model.input_size={input_size}) is a crop of the {image_size} px pictures "
-                       f"(data.image_size={image_size}): give model.input_size={image_size} or less "
-                       "(on FER2013's 48 px faces the default model trains on 44 px crops)")
+        raise FerError(
+            f"the network's input (model.input_size={input_size}) is a crop of the {image_size} px pictures "
+            f"(data.image_size={image_size}): give model.input_size={image_size} or less "
+            "(on FER2013's 48 px faces the default model trains on 44 px crops)"
+        )
     return image_size, input_size
 
 

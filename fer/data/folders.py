@@ -29,19 +29,33 @@ PREFIX_TO_SPLIT = {"training_": 0, "publictest_": 1, "privatetest_": 2}
 FACE_MODES = ("auto", "detect", "whole")
 
 
-def read_folders(root: Path, bad, val_fraction: float, seed: int, test_fraction: float = 0.2, faces: str = "auto",
-                 face_finder: Callable[[np.ndarray], np.ndarray | None] | None = None, *,
-                 class_names: Sequence[str], image_size: int) -> FerData:
+def read_folders(
+    root: Path,
+    bad,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = 0.2,
+    faces: str = "auto",
+    face_finder: Callable[[np.ndarray], np.ndarray | None] | None = None,
+    *,
+    class_names: Sequence[str],
+    image_size: int,
+) -> FerData:
     """class_names: the class folders' names, in label order. image_size: the side of the square grey
     faces returned. face_finder: a colour picture -> its largest face as an image_size x image_size uint8
     crop, or None (default: inference's face pipeline, built on first use)."""
     import cv2
 
     if faces not in FACE_MODES:
-        raise FerError(f"data.faces={faces!r} is not known; use auto ({image_size}x{image_size} pictures whole, "
-                       "others through face detection), detect or whole")
+        raise FerError(
+            f"data.faces={faces!r} is not known; use auto ({image_size}x{image_size} pictures whole, "
+            "others through face detection), detect or whole"
+        )
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise FerError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be in [0, 1) and leave faces to train on")
+        raise FerError(
+            f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} "
+            "must be in [0, 1) and leave faces to train on"
+        )
     layout = _layout(root, class_names)
     finder = _Lazy(face_finder, image_size)
     images, labels, splits, names, no_face = [], [], [], [], []
@@ -63,12 +77,19 @@ def read_folders(root: Path, bad, val_fraction: float, seed: int, test_fraction:
             splits.append(PREFIX_TO_SPLIT[prefix] if prefix else default_split)
             names.append(f)
     if no_face:
-        log.warning("%d of %d pictures in %s show no face the detector finds, left out: %s%s "
-                    "(data.faces=whole takes pictures whole)", len(no_face), len(no_face) + len(images), root,
-                    ", ".join(no_face[:5]), " ..." if len(no_face) > 5 else "")
+        log.warning(
+            "%d of %d pictures in %s show no face the detector finds, left out: %s%s (data.faces=whole takes pictures whole)",
+            len(no_face),
+            len(no_face) + len(images),
+            root,
+            ", ".join(no_face[:5]),
+            " ..." if len(no_face) > 5 else "",
+        )
     if not images:
-        raise FerError(f"{root}: no usable face pictures ({len(no_face)} without a face; data.faces=whole takes "
-                       "pictures whole); see data/README.md for the layouts")
+        raise FerError(
+            f"{root}: no usable face pictures ({len(no_face)} without a face; data.faces=whole takes "
+            "pictures whole); see data/README.md for the layouts"
+        )
     labels_a = np.asarray(labels, dtype=np.int64)
     splits_a = np.asarray(splits, dtype=np.int8)
     if not prefixed:
@@ -88,8 +109,10 @@ def _layout(root: Path, class_names: Sequence[str]) -> list[tuple[Path, int, int
     elif tops and all(name in class_index for name in tops):
         parents = [(root, 0)]
     else:
-        raise FerError(f"{root}: expected train/<class>/ (and test/<class>/) folders, or <class>/ folders, "
-                       f"with classes named {known}; found {', '.join(sorted(tops)) or 'no folders'}")
+        raise FerError(
+            f"{root}: expected train/<class>/ (and test/<class>/) folders, or <class>/ folders, "
+            f"with classes named {known}; found {', '.join(sorted(tops)) or 'no folders'}"
+        )
     layout, unknown = [], []
     for parent, split in parents:
         for class_dir in sorted(d for d in parent.iterdir() if d.is_dir()):
@@ -98,8 +121,10 @@ def _layout(root: Path, class_names: Sequence[str]) -> list[tuple[Path, int, int
                 unknown.append(class_dir.relative_to(root).as_posix())
             layout.append((class_dir, label, split))
     if unknown:  # all of them in one message: a data set with other classes fails once, not folder by folder
-        raise FerError(f"{root}: the class folders {', '.join(unknown)} are not in data.class_names ({known}); "
-                       "add their names to data.class_names=[...] (in label order) or remove the folders")
+        raise FerError(
+            f"{root}: the class folders {', '.join(unknown)} are not in data.class_names ({known}); "
+            "add their names to data.class_names=[...] (in label order) or remove the folders"
+        )
     return layout
 
 

@@ -90,9 +90,16 @@ def resolve_data_path(path: str | Path) -> Path:
     raise FerError(f"FER2013 not found at {path} (absolute: {path.absolute()}). {HOW_TO_GET}")
 
 
-def read_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: float = 0.1, seed: int = 0,
-                 test_fraction: float = 0.2, faces: str = "auto", class_names: Sequence[str] = EMOTIONS,
-                 image_size: int = 48) -> FerData:
+def read_fer2013(
+    path: str | Path,
+    on_bad_row: str = "error",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    faces: str = "auto",
+    class_names: Sequence[str] = EMOTIONS,
+    image_size: int = 48,
+) -> FerData:
     """Read FER2013 from a csv / csv.gz / tar.gz file, or faces from class folders (fer.data.folders;
     test_fraction, faces and any class_names and image_size apply only there: a FER2013 file holds
     48x48 faces labelled 0..6)."""
@@ -120,8 +127,10 @@ def read_fer2013(path: str | Path, on_bad_row: str = "error", val_fraction: floa
 
 def _check_fer2013_file_settings(path: Path, class_names: Sequence[str], image_size: int):
     if len(class_names) != NUM_CLASSES:
-        raise FerError(f"{path} is FER2013, labelled 0..{NUM_CLASSES - 1}: data.class_names must name {NUM_CLASSES} classes, "
-                       f"not {len(class_names)} ({', '.join(class_names)}); another data set in class folders is data=folders")
+        raise FerError(
+            f"{path} is FER2013, labelled 0..{NUM_CLASSES - 1}: data.class_names must name {NUM_CLASSES} classes, "
+            f"not {len(class_names)} ({', '.join(class_names)}); another data set in class folders is data=folders"
+        )
     if image_size != 48:
         raise FerError(f"{path} is FER2013, whose faces are 48x48: data.image_size must be 48, not {image_size}")
 
@@ -137,7 +146,9 @@ def _read_tar(path: Path, bad: _BadRows) -> FerData:
         raise FerError(f"{path}: not a readable tar archive ({e})") from None
     if member is None:
         raise FerError(f"{path}: the archive holds no .csv file (expected fer2013/fer2013.csv)")
-    return _read_csv_stream(lambda: io.TextIOWrapper(tar.extractfile(member), encoding="ascii", errors="replace", newline=""), bad)
+    return _read_csv_stream(
+        lambda: io.TextIOWrapper(tar.extractfile(member), encoding="ascii", errors="replace", newline=""), bad
+    )
 
 
 def _read_csv_stream(open_text, bad: _BadRows) -> FerData:

@@ -31,8 +31,15 @@ FER_LANDMARKS = np.array([[0.314, 0.40], [0.686, 0.40], [0.5, 0.59], [0.35, 0.75
 
 
 class FaceAligner:
-    def __init__(self, align: bool = True, margin: float = 0.0, eye_cascade: str = "haarcascade_eye.xml",
-                 min_tilt: float = 5.0, max_tilt: float = 30.0, eye_min_neighbors: int = 3):
+    def __init__(
+        self,
+        align: bool = True,
+        margin: float = 0.0,
+        eye_cascade: str = "haarcascade_eye.xml",
+        min_tilt: float = 5.0,
+        max_tilt: float = 30.0,
+        eye_min_neighbors: int = 3,
+    ):
         if not 0 <= margin <= 1:
             raise FerError(f"face.margin is a fraction of the face box added on each side, 0..1, not {margin}")
         # Tilts under min_tilt degrees stay: the network was trained on faces with such tilts, and the
@@ -45,26 +52,27 @@ class FaceAligner:
         """Centres (x, y) of the left and right eye in frame pixels, or None without a plausible pair."""
         x, y, w, h = box
         top, bottom = y + int(0.15 * h), y + int(0.6 * h)
-        region = grey[max(0, top):max(0, bottom), max(0, x):max(0, x + w)]
+        region = grey[max(0, top) : max(0, bottom), max(0, x) : max(0, x + w)]
         if region.shape[0] < 10 or region.shape[1] < 20:
             return None
         scale = EYE_SEARCH_WIDTH / region.shape[1]
         region = cv2.resize(region, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         smallest, largest = int(0.12 * EYE_SEARCH_WIDTH), int(0.4 * EYE_SEARCH_WIDTH)
-        found = self.eyes.detectMultiScale(region, 1.1, self.eye_min_neighbors,
-                                           minSize=(smallest, smallest), maxSize=(largest, largest))
+        found = self.eyes.detectMultiScale(
+            region, 1.1, self.eye_min_neighbors, minSize=(smallest, smallest), maxSize=(largest, largest)
+        )
         centres = [(ex + ew / 2, ey + eh / 2, ew) for ex, ey, ew, eh in found]
         half = EYE_SEARCH_WIDTH / 2
         left = [c for c in centres if c[0] < half]  # the eye on the image's left
         right = [c for c in centres if c[0] >= half]
         if not left or not right:
             return None
-        l, r = max(left, key=lambda c: c[2]), max(right, key=lambda c: c[2])  # the largest of each side
-        dx, dy = r[0] - l[0], r[1] - l[1]
+        eye_l, eye_r = max(left, key=lambda c: c[2]), max(right, key=lambda c: c[2])  # the largest of each side
+        dx, dy = eye_r[0] - eye_l[0], eye_r[1] - eye_l[1]
         if not 0.2 * EYE_SEARCH_WIDTH < dx < 0.7 * EYE_SEARCH_WIDTH or abs(math.degrees(math.atan2(dy, dx))) > self.max_tilt:
             return None  # too close, too far or too steep for a pair of eyes
         origin = np.array([max(0, x), max(0, top)], dtype=np.float64)
-        return origin + np.array(l[:2]) / scale, origin + np.array(r[:2]) / scale
+        return origin + np.array(eye_l[:2]) / scale, origin + np.array(eye_r[:2]) / scale
 
     def place(self, detection: Detection) -> tuple[Box, float | None]:
         """The square a detected face is cut from and its tilt (radians): from the landmarks where the
@@ -127,8 +135,7 @@ def cut_square(grey: np.ndarray, centre: np.ndarray, side: float, angle: float) 
     cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
     half = out / 2
     # Output pixel (u, v) -> source: centre + R(angle) * scale * (u - half, v - half).
-    m = np.array([[cos, -sin, centre[0] - cos * half + sin * half],
-                  [sin, cos, centre[1] - sin * half - cos * half]])
+    m = np.array([[cos, -sin, centre[0] - cos * half + sin * half], [sin, cos, centre[1] - sin * half - cos * half]])
     return cv2.warpAffine(grey, m, (out, out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
 

@@ -11,12 +11,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer.errors import FerError, user_error
 from fer.infer.align import FaceAligner
-from fer.paths import in_project
 from fer.infer.classify import FaceClassifier
 from fer.infer.pipeline import Pipeline, RunSummary
-from fer.infer.sinks import (IMAGE_OUTPUTS, VIDEO_CODECS, FolderSink, ImageFileSink, PredictionsFile, VideoFileSink, Window,
-                             folder_target, refuse_to_replace_inputs, wants_window)
+from fer.infer.sinks import (
+    IMAGE_OUTPUTS,
+    VIDEO_CODECS,
+    FolderSink,
+    ImageFileSink,
+    PredictionsFile,
+    VideoFileSink,
+    Window,
+    folder_target,
+    refuse_to_replace_inputs,
+    wants_window,
+)
 from fer.infer.sources import ImageSource, VideoSource, open_source
+from fer.paths import in_project
 from fer.tta import check_mode
 
 log = logging.getLogger("fer.infer")
@@ -44,8 +54,9 @@ def open_classifier(backend: str, path: Path, threads: int | None, tta: str = "n
     tta = check_mode(tta)
     if backend == "torch":
         if path.suffix.lower() == ".onnx":
-            raise FerError(f"{path} is an ONNX model: run it with backend=onnx "
-                           "(backend=torch runs a .ckpt from `python train.py`)")
+            raise FerError(
+                f"{path} is an ONNX model: run it with backend=onnx (backend=torch runs a .ckpt from `python train.py`)"
+            )
         if importlib.util.find_spec("torch") is None:
             raise FerError("backend=torch needs PyTorch, which is not installed; run an exported model with backend=onnx")
         return FaceClassifier.from_checkpoint(path, threads, tta)
@@ -103,8 +114,10 @@ def output_sink(path: Path, source: Source, overwrite: bool):
         return ImageFileSink(path, overwrite)
     if source.kind == "image" and suffix in VIDEO_CODECS:
         endings = ", ".join(sorted(IMAGE_OUTPUTS))
-        raise FerError(f"an image source writes an image: output= must end in {endings}, not {path.name!r} "
-                       "(a video output needs a video source)")
+        raise FerError(
+            f"an image source writes an image: output= must end in {endings}, not {path.name!r} "
+            "(a video output needs a video source)"
+        )
     if suffix in IMAGE_OUTPUTS or suffix in VIDEO_CODECS:
         raise FerError(f"a folder source writes a folder: output={path} should be a folder name such as annotated/")
     names = [p.relative_to(source.root).as_posix() if source.root else p.name for p in source.paths]
@@ -161,7 +174,10 @@ def build_pipeline(cfg: DictConfig, source: Source, classifier: FaceClassifier, 
     if not sinks and window is None and video:
         log.info("note: no output=, predictions= or window (display is off): this run only prints a summary")
     return Pipeline(
-        classifier, annotator, aligner, detector,
+        classifier,
+        annotator,
+        aligner,
+        detector,
         gamma=settings["gamma"],
         tracker=instantiate(cfg.tracker) if video else None,
         detect_every=cfg.detect_every,
@@ -179,8 +195,10 @@ def plural(n: int, word: str) -> str:
 
 def report(summary: RunSummary, source: Source, sinks: list) -> list[str]:
     unit = "frame" if is_video(source) else "image"
-    lines = [f"{source.describe()}: {plural(summary.frames, unit)} in {summary.seconds:.1f} s ({summary.fps:.1f} per second); "
-             f"{plural(summary.faces, 'face')}, {plural(summary.frames_without_faces, unit)} without a face"]
+    lines = [
+        f"{source.describe()}: {plural(summary.frames, unit)} in {summary.seconds:.1f} s ({summary.fps:.1f} per second); "
+        f"{plural(summary.faces, 'face')}, {plural(summary.frames_without_faces, unit)} without a face"
+    ]
     if summary.labels:
         lines.append("labels: " + ", ".join(f"{name} {n}" for name, n in summary.labels.most_common()))
     if source.skipped and is_video(source):

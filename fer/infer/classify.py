@@ -23,8 +23,18 @@ if TYPE_CHECKING:
 
 
 class FaceClassifier:
-    def __init__(self, net: nn.Module, class_names: Sequence[str], mean: float, std: float, input_size: int, image_size: int,
-                 face: Mapping | None = None, tta: str = "none", temperature: float = 1.0):
+    def __init__(
+        self,
+        net: nn.Module,
+        class_names: Sequence[str],
+        mean: float,
+        std: float,
+        input_size: int,
+        image_size: int,
+        face: Mapping | None = None,
+        tta: str = "none",
+        temperature: float = 1.0,
+    ):
         import torch
 
         # channels_last lets oneDNN pick its faster convolutions: 1.8 instead of 2.6 ms a face on one core.
@@ -50,14 +60,27 @@ class FaceClassifier:
             net, meta = load_network(path)
         except (KeyError, IndexError, TypeError, UnicodeDecodeError) as e:
             # What torch's safe unpickler raises on some files that are not checkpoints (text, empty).
-            raise FerError(f"{path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
-                           "pass the .ckpt written by `python train.py`") from None
+            raise FerError(
+                f"{path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
+                "pass the .ckpt written by `python train.py`"
+            ) from None
         tta = check_mode(tta)
         # Checkpoints from before calibration, or trained with calibrate=false, have no temperature: 1 leaves them as trained.
         temperature = meta.get("temperature", {}).get(tta, 1.0)
-        classifier = cls(net, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], stored_image_size(meta),
-                         stored_face(meta), tta, temperature)
-        classifier(np.zeros((1, classifier.image_size, classifier.image_size), np.uint8))  # the first call pays one-off set-up costs
+        classifier = cls(
+            net,
+            meta["class_names"],
+            meta["mean"],
+            meta["std"],
+            meta["input_size"],
+            stored_image_size(meta),
+            stored_face(meta),
+            tta,
+            temperature,
+        )
+        classifier(
+            np.zeros((1, classifier.image_size, classifier.image_size), np.uint8)
+        )  # the first call pays one-off set-up costs
         return classifier
 
     def network_input(self, faces: np.ndarray) -> torch.Tensor:

@@ -110,8 +110,11 @@ class FaceDetector:
     def _run(self, grey: np.ndarray, min_px: float, max_px: float = 0, min_neighbors: int | None = None) -> np.ndarray:
         """(N, 4) float boxes, strongest first; of boxes nested in one another only the strongest stays."""
         boxes, votes = self.cascade.detectMultiScale2(
-            grey, self.scale_factor, self.min_neighbors if min_neighbors is None else min_neighbors,
-            minSize=(int(min_px), int(min_px)), maxSize=(int(max_px), int(max_px)),  # (0, 0): no limit
+            grey,
+            self.scale_factor,
+            self.min_neighbors if min_neighbors is None else min_neighbors,
+            minSize=(int(min_px), int(min_px)),
+            maxSize=(int(max_px), int(max_px)),  # (0, 0): no limit
         )
         kept: list[tuple] = []
         for i in np.argsort(-np.asarray(votes).ravel(), kind="stable"):
@@ -132,7 +135,7 @@ class FaceDetector:
             for x, y, w, h in known:  # with a fifth of the box around it: hair and chin cost as much
                 x0, y0 = int((x - w / 5) * scale), int((y - h / 5) * scale)
                 x1, y1 = int((x + w * 6 / 5) * scale) + 1, int((y + h * 6 / 5) * scale) + 1
-                small[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 128
+                small[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = 128
         boxes = [tuple(int(round(v)) for v in b) for b in self._run(small, max(24, smallest * scale)) / scale]
         # A box mostly on a known face is that face again (framed wider or narrower), not a new one.
         boxes = [b for b in boxes if all(overlap_of_smaller(b, k) < 0.5 for k in known)]

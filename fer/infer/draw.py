@@ -46,8 +46,14 @@ def enlarge_small(image: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 class Annotator:
-    def __init__(self, class_names: Sequence[str], bars: bool = False, uncertain_below: float = 0.4,
-                 show_fps: bool = True, show_ids: bool = True):
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        bars: bool = False,
+        uncertain_below: float = 0.4,
+        show_fps: bool = True,
+        show_ids: bool = True,
+    ):
         self.class_names = list(class_names)
         self.colours = [EMOTION_COLOURS.get(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(self.class_names)]
         self.bars, self.uncertain_below = bars, uncertain_below
@@ -136,7 +142,7 @@ class Annotator:
         left, top, panel_w, panel_h = panel
         name_w = max(cv2.getTextSize(n, FONT, size.small, 1)[0][0] for n in self.class_names)
         row, pad = size.small_h + 6, 4
-        region = image[top:top + panel_h, left:left + panel_w]
+        region = image[top : top + panel_h, left : left + panel_w]
         region[:] = (region * 0.3).astype(np.uint8)  # darken what is behind, so the names stay readable
         bar_w = max(1, panel_w - name_w - 3 * pad)
         for i, (name, p) in enumerate(zip(self.class_names, face.probs)):

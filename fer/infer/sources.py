@@ -15,8 +15,24 @@ import numpy as np
 
 from fer.errors import FerError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm", ".jp2",
-                  ".exr", ".hdr", ".sr", ".ras"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".pgm",
+    ".ppm",
+    ".pbm",
+    ".pnm",
+    ".jp2",
+    ".exr",
+    ".hdr",
+    ".sr",
+    ".ras",
+}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".3gp", ".ts", ".mts", ".gif"}
 # A file whose reads fail this many times in a row has ended (or died); fewer failures are corrupt frames.
 MAX_CONSECUTIVE_FAILURES = 25
