@@ -8,7 +8,10 @@ truncated (what fsspec, and so Lightning's own checkpoint writer, does).
 
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,15 +26,36 @@ def replace_atomically(path: str | Path, write: Callable[[BinaryIO], object]) ->
     remove_stray_parts(path)
     part = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        with open(part, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the name points at it
-        os.replace(part, path)
-        _fsync_dir(path.parent)  # and the rename itself survives a crash
+        with _ctrl_c_after_the_write():
+            with open(part, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())  # the data is on disk before the name points at it
+            os.replace(part, path)
+            _fsync_dir(path.parent)  # and the rename itself survives a crash
     finally:
         part.unlink(missing_ok=True)
     return path
+
+
+@contextmanager
+def _ctrl_c_after_the_write():
+    """Holds a Ctrl-C back until the file is written and renamed, then raises it. Arriving inside
+    torch.save it would surface from the C++ writer as a RuntimeError ("unexpected pos"), a traceback
+    and exit 1 instead of "interrupted" and 130. Signals reach only the main thread: elsewhere, nothing to do."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held and callable(previous):
+        previous(signal.SIGINT, held[0])  # Python's own handler raises KeyboardInterrupt
+    elif held and previous == signal.SIG_DFL:
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def remove_stray_parts(path: str | Path):

@@ -101,6 +101,7 @@ def tiny_run(fer2013_path, tmp_path_factory) -> Path:
             r = run_cli(
                 ["train.py", *(f"{k}={v}" for k, v in SHRINK.items()), f"hydra.run.dir={run_dir}"],
                 env={"FER2013_PATH": str(fer2013_path)},
+                fresh_process=True,  # the README's first command, exactly as a user starts it
             )
             assert r.returncode == 0, r.stderr[-3000:]
             done.touch()
@@ -173,9 +174,74 @@ def random_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: int = 600):
-    """Run a project command as a user would; returns CompletedProcess with text output."""
+# The project's entry points by the name a user types; run_cli runs these in this process (see _run_in_process).
+ENTRY_POINTS = {"train.py": "fer.cli.train", "infer.py": "fer.cli.infer", "export.py": "fer.cli.export"}
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: int = 600, fresh_process: bool = False):
+    """Run a project command as a user would; returns CompletedProcess with text output.
+
+    `python train.py ...` (infer.py, export.py) runs the script's own main() in this process, with its
+    command line, directory and environment, and its output and exit code captured: a new Python would
+    spend ~9 CPU-seconds importing torch and Lightning again. fresh_process=True (and any other command:
+    an absolute script path, -m, -c) starts a real `python`: for what only a process shows (signals,
+    launchers that start workers, an installed package), and the few tests that run the command exactly as typed."""
+    if not fresh_process and args and args[0] in ENTRY_POINTS and Path(cwd) == ROOT:
+        return _run_in_process(args, env or {})
     import subprocess
 
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def _run_in_process(args: list[str], env: dict):
+    """`python SCRIPT ARGS` as the script's main() in this process. What a command may change for the rest
+    of a process (environment, working directory, argv, logging handlers, warning filters, torch's thread
+    count) is put back afterwards, so each call starts as a new process would."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+    import subprocess
+    import traceback
+    import warnings
+
+    main = importlib.import_module(ENTRY_POINTS[args[0]]).main
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    root = logging.getLogger()
+    saved_handlers, saved_level, threads = root.handlers[:], root.level, torch.get_num_threads()
+    from lightning.pytorch.utilities import rank_zero_only
+
+    rank = rank_zero_only.rank  # a Trainer sets it for the process
+    os.environ.update(env)
+    os.chdir(ROOT)
+    sys.argv = [str(ROOT / args[0]), *args[1:]]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as PYTHONWARNINGS=ignore does for a subprocess
+            try:
+                main()
+            except SystemExit as e:
+                if isinstance(e.code, int) or e.code is None:
+                    code = e.code or 0
+                else:  # sys.exit("message"): Python prints it and exits 1
+                    print(e.code, file=sys.stderr)
+                    code = 1
+            except Exception:  # what Python would print before exiting 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()  # the run's log file
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        torch.set_num_threads(threads)
+        rank_zero_only.rank = rank
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

@@ -166,6 +166,26 @@ def test_replace_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
     assert target.read_bytes() == b"new"
 
 
+def test_ctrl_c_during_a_write_waits_for_the_whole_file_then_interrupts(tmp_path):
+    # Inside torch.save a Ctrl-C would break the C++ writer (a RuntimeError and a traceback, exit 1).
+    target = tmp_path / "last.ckpt"
+
+    def write_then_ctrl_c(f):
+        f.write(b"first half ")
+        signal.raise_signal(signal.SIGINT)  # the user presses Ctrl-C mid-write
+        f.write(b"second half")
+
+    # Python's own Ctrl-C handler, as in a terminal (a test run started with `nohup ... &` ignores SIGINT)
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            atomic.replace_atomically(target, write_then_ctrl_c)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    finally:
+        signal.signal(signal.SIGINT, outside)
+    assert target.read_bytes() == b"first half second half"
+
+
 def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
     live = tmp_path / f".last.ckpt.{os.getppid()}.part"  # the parent process: alive
     live.write_bytes(b"being written")

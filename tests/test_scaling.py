@@ -97,7 +97,8 @@ def test_ddp_on_two_cpu_processes_is_one_run_that_sees_each_face_once(fer2013_pa
             "calibrate=false",
             "trainer.enable_progress_bar=false",
             f"hydra.run.dir={run_dir}",
-        ]
+        ],
+        fresh_process=True,  # Lightning starts the second process from this one's command line
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
@@ -148,7 +149,8 @@ def test_ddp_jobs_in_a_multirun_each_get_their_own_workers(tiny_csv, tmp_path):
             *TINY,
             f"hydra.sweep.dir={sweep}",
             f"hydra.run.dir={run_dir}",
-        ]
+        ],
+        fresh_process=True,  # Lightning starts the workers from this one's command line
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
@@ -232,6 +234,10 @@ def test_lightning_connects_the_tasks_srun_starts(monkeypatch):
         "SLURM_NODELIST": "gpu[07-08]",
     }.items():
         monkeypatch.setenv(key, value)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    # the Trainer makes this process rank 5 for Lightning's rank-zero-only logging: rank 0 again after the test
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     cfg = make([*CLUSTER, "trainer.accelerator=cpu"])
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, precision="32-true")
     env = trainer.strategy.cluster_environment

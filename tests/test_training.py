@@ -25,9 +25,9 @@ LIMITS = [
     "trainer.limit_test_batches=2",
     "trainer.enable_progress_bar=false",
     "data.batch_size=64",
-    "data.eval_batch_size=64",
+    "data.eval_batch_size=32",
 ]
-EVAL_FACES = 2 * 64  # 2 batches of 64 faces to test, and to calibrate on (each TTA mode: ten-crop is 10 views a face)
+EVAL_FACES = 2 * 32  # 2 batches of 32 faces to test, and to calibrate on (each TTA mode: ten-crop is 10 views a face)
 
 
 def build(overrides):
@@ -38,7 +38,8 @@ def build(overrides):
 
 def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2013_path, tmp_path, real_faces):
     L.seed_everything(0)
-    model, dm = build(["model=baseline", f"data.path={fer2013_path}", "data.augment=null"])
+    # validated on 2 batches of 64 faces: the loss to watch is the training loss
+    model, dm = build(["model=baseline", f"data.path={fer2013_path}", "data.augment=null", "data.eval_batch_size=64"])
     trainer = L.Trainer(
         max_epochs=3,
         limit_train_batches=15,
@@ -244,7 +245,7 @@ def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_pat
             f"data.path={fer2013_path}",
             "trainer.limit_test_batches=2",
             "trainer.limit_val_batches=2",
-            "data.eval_batch_size=64",
+            "data.eval_batch_size=32",
             "trainer.enable_progress_bar=false",
             f"hydra.run.dir={tmp_path / 'eval'}",
         ]
