@@ -181,20 +181,28 @@ ENTRY_POINTS = {"train.py": "fer.cli.train", "infer.py": "fer.cli.infer", "expor
 def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: int = 600, fresh_process: bool = False):
     """Run a project command as a user would; returns CompletedProcess with text output.
 
-    `python train.py ...` (infer.py, export.py) runs the script's own main() in this process, with its
-    command line, directory and environment, and its output and exit code captured: a new Python would
-    spend ~9 CPU-seconds importing torch and Lightning again. fresh_process=True (and any other command:
-    an absolute script path, -m, -c) starts a real `python`: for what only a process shows (signals,
-    launchers that start workers, an installed package), and the few tests that run the command exactly as typed."""
-    if not fresh_process and args and args[0] in ENTRY_POINTS and Path(cwd) == ROOT:
-        return _run_in_process(args, env or {})
+    `python train.py ...` (infer.py, export.py; by name or by their path in the project) runs the script's own
+    main() in this process, with its command line, directory and environment, and its output and exit code
+    captured: a new Python would spend ~9 CPU-seconds importing torch and Lightning again. fresh_process=True
+    (and any other command: -m, -c) starts a real `python`: for what only a process shows (signals, launchers
+    that start workers, an installed package), and the README's first command, run exactly as typed."""
+    if not fresh_process and args and _entry_point(args[0]):
+        return _run_in_process(args, Path(cwd), env or {})
     import subprocess
 
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def _run_in_process(args: list[str], env: dict):
+def _entry_point(script: str) -> str | None:
+    """The module behind a project script given by name (train.py) or by its path in the project."""
+    path = Path(script)
+    if path.name in ENTRY_POINTS and (not path.is_absolute() or path.parent == ROOT):
+        return ENTRY_POINTS[path.name]
+    return None
+
+
+def _run_in_process(args: list[str], cwd: Path, env: dict):
     """`python SCRIPT ARGS` as the script's main() in this process. What a command may change for the rest
     of a process (environment, working directory, argv, logging handlers, warning filters, torch's thread
     count) is put back afterwards, so each call starts as a new process would."""
@@ -206,7 +214,7 @@ def _run_in_process(args: list[str], env: dict):
     import traceback
     import warnings
 
-    main = importlib.import_module(ENTRY_POINTS[args[0]]).main
+    main = importlib.import_module(_entry_point(args[0])).main
     out, err = io.StringIO(), io.StringIO()
     saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
     root = logging.getLogger()
@@ -215,8 +223,8 @@ def _run_in_process(args: list[str], env: dict):
 
     rank = rank_zero_only.rank  # a Trainer sets it for the process
     os.environ.update(env)
-    os.chdir(ROOT)
-    sys.argv = [str(ROOT / args[0]), *args[1:]]
+    os.chdir(cwd)
+    sys.argv = [str(ROOT / Path(args[0]).name), *args[1:]]
     code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
