@@ -217,6 +217,7 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(fer2013_path, tmp_pat
         "train.py",
         f"data.path={fer2013_path}",
         "model=baseline",
+        "data.batch_size=32",
         "trainer.max_epochs=4",
         "trainer.limit_train_batches=12",
         "trainer.limit_val_batches=1",

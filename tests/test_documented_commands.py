@@ -24,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+import torch
 
 from conftest import ROOT, SHRINK, run_cli  # SHRINK: the tests' shrinking of a training run
 
@@ -136,11 +137,14 @@ def documented_commands() -> list[Documented]:
 
 
 def _what_runs(script: str, args: tuple[str, ...]) -> tuple:
-    # Two commands that differ only in what the shrinking replaces, where the run is written or
-    # whether a progress bar shows run the same code: the first one stands for both.
+    # Two commands that differ only in what the shrinking replaces, where the run is written,
+    # whether a progress bar shows or (on a machine without a GPU) trainer.accelerator=cpu run the same
+    # code: the first one stands for both.
     if script != "train.py":
         return script, tuple(args)
     unseen = {*SHRINK, "hydra.run.dir", "hydra.sweep.dir", "trainer.enable_progress_bar"}
+    if not torch.cuda.is_available():  # trainer.accelerator=auto picks the CPU: `=cpu` changes nothing here
+        args = tuple(a for a in args if a != "trainer.accelerator=cpu")
     # Any run's last.ckpt is the tiny run here, and any other checkpoint the tiny model.
     kept = [
         a if not a.startswith("ckpt_path=") else "ckpt_path=" + ("RUN/last.ckpt" if a.endswith("last.ckpt") else "CKPT")

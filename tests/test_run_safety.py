@@ -30,6 +30,7 @@ SHORT = [
     "trainer.limit_train_batches=5",
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2",
+    "data.eval_batch_size=64",  # 2 batches of 64 faces to validate and test
     "eval_train_split=false",
     "calibrate=false",
     "trainer.enable_progress_bar=false",
