@@ -143,6 +143,17 @@ def test_cache_reloads_and_notices_a_changed_file(tmp_path):
     assert len(changed.labels) == 21
 
 
+def test_a_fer2013_files_parse_is_reused_for_any_seed(tmp_path, monkeypatch):
+    # A FER2013 file's split is its Usage column: another seed (`seed=43`) must not parse 300 MB again.
+    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path / "cache"))
+    path = write_csv(tmp_path / "f.csv", random_rows(seed=1))
+    load_fer2013(path, seed=42, val_fraction=0.1)
+    load_fer2013(path, seed=43, val_fraction=0.2)
+    assert len(list(_cache_files())) == 1
+    load_fer2013(path, on_bad_row="skip")  # what is read differs: a parse of its own
+    assert len(list(_cache_files())) == 2
+
+
 def _cache_files():
     from fer.data.cache import cache_dir
 

@@ -50,9 +50,10 @@ def load_fer2013(
     read = (path, on_bad_row, val_fraction, seed, test_fraction, faces, tuple(class_names), image_size)
     if not use_cache:
         return read_fer2013(*read)
-    # a folder's labels and sizes depend on the class names and image size; a FER2013 file's do not
-    folder_settings = f"|{test_fraction}|{faces}|{','.join(class_names).lower()}|{image_size}"
-    settings = f"{on_bad_row}|{val_fraction}|{seed}" + (folder_settings if path.is_dir() else "")
+    # A folder's split depends on the seed and fractions, its labels and sizes on the class names and image
+    # size; a FER2013 file's on none of them (its Usage column is the split): `seed=43` reuses seed 42's parse.
+    folder_settings = f"|{val_fraction}|{seed}|{test_fraction}|{faces}|{','.join(class_names).lower()}|{image_size}"
+    settings = on_bad_row + (folder_settings if path.is_dir() else "")
     key = hashlib.sha1(f"{FORMAT}|{_fingerprint(path)}|{settings}".encode()).hexdigest()[:16]
     file = cache_dir() / f"fer2013-{key}.npz"
     if file.exists():
