@@ -8,6 +8,19 @@ import torch
 from filelock import FileLock  # a dependency of torch's
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist the cores are shared out: each worker's torch (and the commands it starts) gets
+# its share of threads, since several workers each using every core run slower than one alone.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _threads = max(1, (os.cpu_count() or 1) // _WORKERS)
+    torch.set_num_threads(_threads)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+
+
+def pytest_xdist_auto_num_workers(config):
+    # `-n auto` (pyproject's addopts): a worker per core, at most 4; each holds FER2013 and torch in memory
+    return max(1, min(os.cpu_count() or 1, 4))
 # How the tests shrink a training run of the README's defaults: a few batches of one epoch, no
 # train-split evaluation, no calibration, 2 batches of 64 faces to validate and test (ten-crop TTA: 10 views each).
 SHRINK = {
