@@ -2,7 +2,7 @@
 as the README runs it, with the machine it ran on and how busy that machine was.
 
     python benchmarks/test_suite_time.py                 # writes benchmarks/results/test_suite_time.json
-    python benchmarks/test_suite_time.py --workers 2     # with pytest-xdist (pip install pytest-xdist): -n 2
+    python benchmarks/test_suite_time.py --workers 0     # one process (-n 0) instead of pyproject's -n auto
     python benchmarks/test_suite_time.py --only quick    # the quick selection alone
 
 The goal (issue 16): the quick selection under 3 minutes and the full run under 10 on a 2-core
@@ -68,13 +68,13 @@ def time_pytest(args: list[str]) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--workers", type=int, default=0, help="pytest-xdist workers (-n N); 0: one process, as the README runs it"
+        "--workers", type=int, default=None, help="pytest-xdist workers (-n N; 0: one process); default: pyproject's -n auto"
     )
     parser.add_argument("--only", choices=sorted(SELECTIONS), help="time one selection (default: both)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "test_suite_time.json")
     args = parser.parse_args()
 
-    workers = ["-n", str(args.workers)] if args.workers else []
+    workers = [] if args.workers is None else ["-n", str(args.workers)]
     runs = {}
     for name, selection in SELECTIONS.items():
         if args.only in (None, name):
@@ -88,7 +88,7 @@ def main():
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "workers": args.workers,
+        "workers": "auto: " + str(min(os.cpu_count() or 1, 4)) if args.workers is None else args.workers,
         "goal_s": {"quick": 180, "full": 600},
         "runs": runs,
     }

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ if _WORKERS > 1:
 def pytest_xdist_auto_num_workers(config):
     # `-n auto` (pyproject's addopts): a worker per core, at most 4; each holds FER2013 and torch in memory
     return max(1, min(os.cpu_count() or 1, 4))
+
+
 # How the tests shrink a training run of the README's defaults: a few batches of one epoch, no
 # train-split evaluation, no calibration, 2 batches of 64 faces to validate and test (ten-crop TTA: 10 views each).
 SHRINK = {
@@ -199,12 +202,28 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
     captured: a new Python would spend ~9 CPU-seconds importing torch and Lightning again. fresh_process=True
     (and any other command: -m, -c) starts a real `python`: for what only a process shows (signals, launchers
     that start workers, an installed package), and the README's first command, run exactly as typed."""
-    if not fresh_process and args and _entry_point(args[0]):
-        return _run_in_process(args, Path(cwd), env or {})
+    env = {"PYTHONWARNINGS": "ignore", **(env or {})}
+    # Warnings left on: only a new process shows them as a user sees them (none yet shown, no filters from other tests).
+    if not fresh_process and env["PYTHONWARNINGS"] == "ignore" and args and _entry_point(args[0]):
+        return _run_in_process(args, Path(cwd), env)
     import subprocess
 
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    # Two DDP runs side by side (pytest-xdist workers) may both pick the same free port for their rendezvous
+    # and hang: one at a time.
+    ddp = any(a.startswith("trainer=ddp") for a in args) and _DDP_LOCK is not None
+    with FileLock(_DDP_LOCK) if ddp else contextlib.nullcontext():
+        return subprocess.run(
+            [sys.executable, *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+        )
+
+
+_DDP_LOCK: Path | None = None  # a file lock for the whole test run, set by _one_ddp_run_at_a_time
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_ddp_run_at_a_time(tmp_path_factory):
+    global _DDP_LOCK
+    _DDP_LOCK = _shared_dir(tmp_path_factory) / "ddp.lock"
 
 
 def _entry_point(script: str) -> str | None:
@@ -219,7 +238,6 @@ def _run_in_process(args: list[str], cwd: Path, env: dict):
     """`python SCRIPT ARGS` as the script's main() in this process. What a command may change for the rest
     of a process (environment, working directory, argv, logging handlers, warning filters, torch's thread
     count) is put back afterwards, so each call starts as a new process would."""
-    import contextlib
     import importlib
     import io
     import logging
@@ -241,7 +259,7 @@ def _run_in_process(args: list[str], cwd: Path, env: dict):
     code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # as PYTHONWARNINGS=ignore does for a subprocess
+            warnings.simplefilter("ignore")  # PYTHONWARNINGS=ignore, as run_cli gives a subprocess
             try:
                 main()
             except SystemExit as e:

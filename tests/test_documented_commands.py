@@ -12,7 +12,8 @@ in a fresh folder of its own, with the defaults it shows, made small:
 - export.py: the checkpoint it names is the tiny model.
 Each runs as conftest.run_cli runs the project's scripts: in this process, except a DDP command (a process of its own).
 A documented refusal says so in its comment (`# refused: exit 2`); every other command must exit 0.
-Commands that cannot run here are in SKIP, with the reason; known failures that other work fixes
+Commands that cannot run here are in SKIP, with the reason, and those another test runs as written
+(with more checks) in ELSEWHERE, with that test; known failures that other work fixes
 are in XFAIL (strict=False: remove the entry once the fix lands).
 """
 
@@ -45,7 +46,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 SKIP = [
     (r"hydra/launcher=slurm", "submits to a SLURM cluster"),
     (r"trainer=gpu", "needs a CUDA GPU"),
-    (r"trainer=ddp trainer\.devices=4", "4 GPUs of one machine (the CPU form, trainer.accelerator=cpu, is run)"),
+    (
+        r"trainer=ddp trainer\.devices=4",
+        "4 GPUs of one machine (its CPU form, 2 processes, is run)",
+    ),
     (r"source=rtsp://", "needs a live network camera"),
     (
         r"hparams_search=optuna (model=|hydra/sweeper/sampler=|hydra/launcher=)",
@@ -53,6 +57,19 @@ SKIP = [
             "the same search with another model, sampler or launcher: the plain search is run, and tests/test_scaling.py "
             "composes the search space of every model"
         ),
+    ),
+]
+# (the whole command, the test that runs it as written, shrunk alike, and checks more than its exit code)
+ELSEWHERE = [
+    ("python train.py", "tests/conftest.py's tiny_run, which most tests share"),
+    ("python train.py debug=smoke", "tests/test_training.py::test_debug_smoke_checks_the_whole_path_of_every_model[default]"),
+    (
+        "python train.py model=vgg debug=smoke",
+        "tests/test_training.py::test_debug_smoke_checks_the_whole_path_of_every_model[vgg]",
+    ),
+    (
+        "python train.py trainer=ddp trainer.devices=2",  # on a machine without a GPU, as trainer.accelerator=cpu
+        "tests/test_scaling.py::test_ddp_on_two_cpu_processes_is_one_run_that_sees_each_face_once[default]",
     ),
 ]
 XFAIL: list[tuple[str, str]] = []  # (pattern, why): a documented command known to fail, until its fix lands
@@ -169,6 +186,9 @@ def _sweep_shrunk(args: tuple[str, ...]) -> list[str]:
 
 
 def _marks(cmd: Documented):
+    for command, where in ELSEWHERE:
+        if cmd.text == command:
+            return [pytest.mark.skip(reason=f"runs as {where}")]
     for pattern, why in SKIP:
         if re.search(pattern, cmd.text):
             return [pytest.mark.skip(reason=why)]
