@@ -208,8 +208,8 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
         return _run_in_process(args, Path(cwd), env)
     import subprocess
 
-    # Two DDP runs side by side (pytest-xdist workers) may both pick the same free port for their rendezvous
-    # and hang: one at a time.
+    # DDP runs one at a time, even under pytest-xdist: two side by side would start four processes on the
+    # same cores, and each run's rank 0 picks a free port some seconds before it binds it.
     ddp = any(a.startswith("trainer=ddp") for a in args) and _DDP_LOCK is not None
     with FileLock(_DDP_LOCK) if ddp else contextlib.nullcontext():
         return subprocess.run(

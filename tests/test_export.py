@@ -23,6 +23,8 @@ from fer.meta import stored_face
 from conftest import run_cli
 from scenes import background, detectable, drifting_faces, write_video
 
+pytestmark = pytest.mark.xdist_group("exported")  # the module-scoped export, made once, on one worker
+
 
 @pytest.fixture(scope="module")
 def exported(random_checkpoint, tmp_path_factory):

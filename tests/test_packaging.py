@@ -79,6 +79,7 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
+@pytest.mark.xdist_group("wheel")  # its module-scoped wheel, made once, on one worker
 @pytest.mark.slow
 def test_the_wheel_carries_every_module_config_and_the_shipped_model(wheel):
     with zipfile.ZipFile(wheel) as z:
@@ -97,6 +98,7 @@ def test_the_wheel_carries_every_module_config_and_the_shipped_model(wheel):
         assert script in entry_points
 
 
+@pytest.mark.xdist_group("wheel")  # its module-scoped wheel, made once, on one worker
 @pytest.mark.slow
 def test_the_installed_wheel_runs_inference_outside_the_checkout(wheel, tmp_path, real_faces):
     site, work = tmp_path / "site", tmp_path / "work"

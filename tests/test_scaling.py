@@ -236,8 +236,11 @@ def test_lightning_connects_the_tasks_srun_starts(monkeypatch):
         monkeypatch.setenv(key, value)
     from lightning.pytorch.utilities import rank_zero_only
 
-    # the Trainer makes this process rank 5 for Lightning's rank-zero-only logging: rank 0 again after the test
+    # The Trainer makes this process rank 5 for Lightning's rank-zero-only logging, and Lightning's SLURM
+    # environment sets MASTER_ADDR=gpu07 in it: both put back after the test, or a later DDP run here waits for gpu07.
     monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
+    for key in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
     cfg = make([*CLUSTER, "trainer.accelerator=cpu"])
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, precision="32-true")
     env = trainer.strategy.cluster_environment
