@@ -24,10 +24,11 @@ def pytest_xdist_auto_num_workers(config):
     return max(1, min(os.cpu_count() or 1, 4))
 
 
-# How the tests shrink a training run of the README's defaults: a few batches of one epoch, no
+# How the tests shrink a training run of the README's defaults: a few batches of 32 faces in one epoch, no
 # train-split evaluation, no calibration, 2 batches of 64 faces to validate and test (ten-crop TTA: 10 views each).
 SHRINK = {
     "trainer.max_epochs": "1",
+    "data.batch_size": "32",
     "trainer.limit_train_batches": "2",
     "trainer.limit_val_batches": "2",
     "trainer.limit_test_batches": "2",
