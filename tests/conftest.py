@@ -201,18 +201,19 @@ def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout:
     `python train.py ...` (infer.py, export.py; by name or by their path in the project) runs the script's own
     main() in this process, with its command line, directory and environment, and its output and exit code
     captured: a new Python would spend ~9 CPU-seconds importing torch and Lightning again. fresh_process=True
-    (and any other command: -m, -c) starts a real `python`: for what only a process shows (signals, launchers
-    that start workers, an installed package), and the README's first command, run exactly as typed."""
+    (and DDP, and any other command: -m, -c) starts a real `python`: for what only a process shows (signals,
+    launchers that start workers, an installed package), and the README's first command, run exactly as typed."""
     env = {"PYTHONWARNINGS": "ignore", **(env or {})}
-    # Warnings left on: only a new process shows them as a user sees them (none yet shown, no filters from other tests).
-    if not fresh_process and env["PYTHONWARNINGS"] == "ignore" and args and _entry_point(args[0]):
+    # A process of its own for DDP, whose second rank Lightning starts from this process's command line, and
+    # for warnings left on: only a new process shows them as a user sees them (none yet shown, no other filters).
+    ddp = any(a.startswith("trainer=ddp") for a in args)
+    if not (fresh_process or ddp) and env["PYTHONWARNINGS"] == "ignore" and args and _entry_point(args[0]):
         return _run_in_process(args, Path(cwd), env)
     import subprocess
 
     # DDP runs one at a time, even under pytest-xdist: two side by side would start four processes on the
     # same cores, and each run's rank 0 picks a free port some seconds before it binds it.
-    ddp = any(a.startswith("trainer=ddp") for a in args) and _DDP_LOCK is not None
-    with FileLock(_DDP_LOCK) if ddp else contextlib.nullcontext():
+    with FileLock(_DDP_LOCK) if ddp and _DDP_LOCK else contextlib.nullcontext():
         return subprocess.run(
             [sys.executable, *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
         )

@@ -46,10 +46,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 SKIP = [
     (r"hydra/launcher=slurm", "submits to a SLURM cluster"),
     (r"trainer=gpu", "needs a CUDA GPU"),
-    (
-        r"trainer=ddp trainer\.devices=4",
-        "4 GPUs of one machine (its CPU form, 2 processes, is run)",
-    ),
+    (r"trainer=ddp trainer\.devices=4", "4 GPUs of one machine (its CPU form, 2 processes, is run)"),
     (r"source=rtsp://", "needs a live network camera"),
     (
         r"hparams_search=optuna (model=|hydra/sweeper/sampler=|hydra/launcher=)",
@@ -346,7 +343,6 @@ def test_documented_command_runs(cmd, tiny_run, tiny_ckpt, faces, own_faces, fer
         "WAYLAND_DISPLAY": "",  # infer.py's display=auto: no window
         "FER2013_PATH": str(fer2013_path),
     }
-    # DDP: Lightning starts the second process from this one's command line, so the command gets a process of its own
-    done = run_cli([str(ROOT / cmd.script), *args], cwd=folder, env=env, fresh_process="trainer=ddp" in args)
+    done = run_cli([str(ROOT / cmd.script), *args], cwd=folder, env=env)
     assert done.returncode == cmd.exit_code, f"{cmd.where}: {cmd.text}\nran: {shlex.join(args)}\n{done.stderr[-3000:]}"
     assert "Traceback" not in done.stderr

@@ -97,8 +97,7 @@ def test_ddp_on_two_cpu_processes_is_one_run_that_sees_each_face_once(fer2013_pa
             "calibrate=false",
             "trainer.enable_progress_bar=false",
             f"hydra.run.dir={run_dir}",
-        ],
-        fresh_process=True,  # Lightning starts the second process from this one's command line
+        ]
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
@@ -149,8 +148,7 @@ def test_ddp_jobs_in_a_multirun_each_get_their_own_workers(tiny_csv, tmp_path):
             *TINY,
             f"hydra.sweep.dir={sweep}",
             f"hydra.run.dir={run_dir}",
-        ],
-        fresh_process=True,  # Lightning starts the workers from this one's command line
+        ]
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
