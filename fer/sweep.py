@@ -5,9 +5,11 @@ end SweepSummary ranks the jobs by validation accuracy, test accuracy beside it 
 """
 
 import csv
+import importlib.metadata
 import importlib.util
 import json
 import logging
+import shlex
 import statistics
 import sys
 import traceback
@@ -45,24 +47,44 @@ def run_job(cfg: DictConfig):
     return None
 
 
-# Options that Hydra plugins provide. Without the plugin Hydra only says it cannot find, say,
-# hydra/launcher/submitit_slurm; this names the package to install.
+# Options that Hydra plugins (or other optional packages) provide. Without the plugin Hydra only says it
+# cannot find, say, hydra/launcher/submitit_slurm; this names the package to install.
 PLUGIN_OPTIONS = {
     "hydra/launcher=slurm": "hydra-submitit-launcher",
     "hydra/launcher=submitit_slurm": "hydra-submitit-launcher",
     "hydra/launcher=submitit_local": "hydra-submitit-launcher",
     "hydra/launcher=joblib": "hydra-joblib-launcher",
-    "hydra/sweeper=optuna": "hydra-optuna-sweeper",
-    "hparams_search=optuna": "hydra-optuna-sweeper",
+    "hydra/sweeper=optuna": "optuna",  # the sweeper is fer's own (fer/search), Optuna the one thing it needs
+    "hparams_search=optuna": "optuna",
 }
 
 
 def require_plugins(argv: list[str]):
     """Before Hydra composes anything: every plugin the command line asks for is installed."""
     for arg in argv[1:]:
-        package = PLUGIN_OPTIONS.get(arg.lstrip("+"))
-        if package and importlib.util.find_spec("hydra_plugins." + package.replace("-", "_")) is None:
-            raise FerError(f"{arg.lstrip('+')} needs the Hydra plugin {package}, which is not installed: pip install {package}")
+        option = arg.lstrip("+")
+        package = PLUGIN_OPTIONS.get(option)
+        if package == "optuna":
+            _require_search(option)
+        elif package and importlib.util.find_spec("hydra_plugins." + package.replace("-", "_")) is None:
+            raise FerError(f"{option} needs the Hydra plugin {package}, which is not installed: pip install {package}")
+
+
+def _require_search(option: str):
+    """fer's Optuna sweeper: Optuna 4 or later, its hydra_plugins.fer_optuna, and not the old plugin, whose
+    configs (hydra/sweeper/optuna, hydra/sweeper/sampler/tpe) Hydra would check ours against and refuse."""
+    if importlib.util.find_spec("optuna") is None:
+        raise FerError(f"{option} needs optuna, which is not installed: pip install 'optuna>=4'")
+    version = importlib.metadata.version("optuna")
+    if int(version.split(".")[0]) < 4:
+        raise FerError(f"{option} needs optuna 4 or later, not {version}: pip install -U 'optuna>=4'")
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+        raise FerError(
+            f"{option} runs fer's own Optuna sweeper, whose configs the installed hydra-optuna-sweeper shadows: "
+            "pip uninstall hydra-optuna-sweeper"
+        )
+    if importlib.util.find_spec("hydra_plugins.fer_optuna") is None:
+        raise FerError(f"{option} needs hydra_plugins.fer_optuna, which this install of fer predates: pip install -e . (again)")
 
 
 def _record_failure(message: str):
@@ -84,6 +106,10 @@ COLUMNS = [
     "epochs",
     "minutes",
 ]
+
+
+# What fer.search.pruning writes into a run the Optuna pruner stopped: one line, which becomes the job's status.
+PRUNED_FILE = "pruned.txt"
 
 
 def read_job(job_dir: Path) -> dict:
@@ -113,7 +139,20 @@ def read_job(job_dir: Path) -> dict:
         row.update(status="failed: " + ((job_dir / "error.txt").read_text().strip().splitlines() or ["no message"])[0])
     else:
         row.update(status="did not finish")
+    if (job_dir / PRUNED_FILE).exists():  # stopped early on purpose: its figures are those of a shortened run
+        row.update(status=(job_dir / PRUNED_FILE).read_text().strip() or "pruned")
     return row
+
+
+# Overrides that say how a job ran inside a sweep, not what it trained: the search's config group (in one
+# run it would only configure a sweeper nobody uses) and the checkpoint an interrupted trial went on from.
+_NOT_REPRODUCED = ("hparams_search", "ckpt_path")
+
+
+def reproduce_command(overrides: list[str]) -> str:
+    """The one-run command that trains what a sweep's job trained."""
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in _NOT_REPRODUCED]
+    return " ".join(["python train.py", *map(shlex.quote, kept)])
 
 
 def summarize_sweep(sweep_dir: Path) -> list[dict]:
@@ -174,6 +213,16 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
             ),
         ]
         (sweep_dir / "seeds.json").write_text(json.dumps(groups, indent=2) + "\n")
+    best = next((r for r in rows if r.get("rank") == 1), None)
+    if best:
+        overrides = OmegaConf.load(sweep_dir / best["job"] / ".hydra" / "overrides.yaml")
+        lines = [
+            f"Best: job {best['job'].split('_', 1)[0]} ({cell(best, 'val_acc')} val accuracy), trained again by",
+            "",
+            f"    {reproduce_command(list(overrides))}",
+            "",
+            *lines,
+        ]
     text = (
         "Ranked by validation (PublicTest) accuracy; test (PrivateTest) is reported, never used to rank.\n\n"
         + "\n".join(lines)
@@ -284,7 +333,7 @@ class SweepSummary(Callback):
         print(
             "\n" + write_summary(sweep_dir, rows) + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md, summary.png)", flush=True
         )
-        failed = [r for r in rows if r["status"] != "ok"]
+        failed = [r for r in rows if r["status"] != "ok" and not r["status"].startswith("pruned")]
         if failed:
             print(
                 f"error: {len(failed)} of {len(rows)} jobs failed; see error.txt in their run dirs", file=sys.stderr, flush=True

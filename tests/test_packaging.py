@@ -85,7 +85,11 @@ def test_the_wheel_carries_every_module_config_and_the_shipped_model(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
-    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "fer").rglob("*.py")}
+    # fer/search/hydra_plugins ships as the hydra_plugins namespace (pyproject's package-dir), where Hydra finds sweepers
+    modules = {
+        p.relative_to(ROOT).as_posix().replace("fer/search/hydra_plugins/", "hydra_plugins/")
+        for p in (ROOT / "fer").rglob("*.py")
+    }
     assert not modules - names, (
         f"missing from the wheel (add the package to [tool.setuptools] packages): {sorted(modules - names)}"
     )
@@ -94,6 +98,7 @@ def test_the_wheel_carries_every_module_config_and_the_shipped_model(wheel):
     assert {"fer/conf/train.yaml", "fer/conf/infer.yaml", "fer/conf/export.yaml", "fer/conf/hydra/job_logging/fer.yaml"} <= names
     assert {SHIPPED, "fer/weights/README.md"} <= names
     assert not [n for n in names if n.endswith("scenes.py")]  # test helpers stay in tests/
+    assert "hydra_plugins/__init__.py" not in names  # a namespace other plugins share
     for script in ("fer-train = fer.cli.train:main", "fer-infer = fer.cli.infer:main", "fer-export = fer.cli.export:main"):
         assert script in entry_points
 
@@ -117,6 +122,16 @@ def test_the_installed_wheel_runs_inference_outside_the_checkout(wheel, tmp_path
         ["-c", "import fer, fer.paths; print(fer.__file__); print(fer.paths.CONF_DIR)"], cwd=work, env=only_on_path(site)
     )
     assert where.stdout.split() == [str(site / "fer" / "__init__.py"), str(site / "fer" / "conf")], where.stdout + where.stderr
+
+    # Hydra finds fer's Optuna sweeper in the installed package (hparams_search=optuna)
+    discover = (
+        "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; "
+        "import hydra_plugins.fer_optuna as p; "
+        "print(p.__file__, *(c.__module__ for c in Plugins.instance().discover(Sweeper)))"
+    )
+    found = run_cli(["-c", discover], cwd=work, env=only_on_path(site))
+    assert found.stdout.split()[0] == str(site / "hydra_plugins" / "fer_optuna" / "__init__.py"), found.stdout + found.stderr
+    assert "hydra_plugins.fer_optuna.sweeper" in found.stdout.split()[1:]
 
     # conf/infer.yaml's default model (fer/weights/...) is the installed package's file
     r = run_cli(["-m", "fer.infer", "source=face.png", "detect=false", "predictions=p.csv"], cwd=work, env=only_on_path(site))

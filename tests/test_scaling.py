@@ -1,4 +1,4 @@
-"""Scaling out: DDP over two CPU processes, multirun launchers (joblib, SLURM) and the Optuna search."""
+"""Scaling out: DDP over two CPU processes and multirun launchers (joblib, SLURM); the Optuna search is tests/test_search.py."""
 
 import csv
 import json
@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -273,72 +272,6 @@ def test_joblib_launcher_runs_sweep_jobs_side_by_side(tiny_csv, tmp_path):
     assert len(event_file_pids(jobs[0]) | event_file_pids(jobs[1])) == 2  # two worker processes
     with open(sweep / "summary.csv") as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["ok", "ok"]
-
-
-# --- hyper-parameter search: Optuna ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("model", ["baseline", "regularized"])
-def test_optuna_search_space_is_the_chosen_models(model):
-    sweeper = make([f"model={model}", "hparams_search=optuna"]).hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
-    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 42
-    assert sorted(k.lstrip("+") for k in sweeper.params) == [
-        "model.net.dropout",
-        "model.optimizer.lr",
-        "model.optimizer.weight_decay",
-    ]
-    assert all("interval(" in v for v in sweeper.params.values())
-    # an experiment that picks the model picks its search space too
-    assert (
-        make(["experiment=paper_baseline", "hparams_search=optuna"]).hydra.sweeper.params
-        == make(["model=baseline", "hparams_search=optuna"]).hydra.sweeper.params
-    )
-
-
-@pytest.mark.filterwarnings("ignore:Deprecated API features detected")  # optuna 2.10's SQLAlchemy 1.x code, pinned on purpose
-def test_optuna_studies_can_be_kept_in_sqlite(tmp_path):
-    import optuna
-
-    storage = f"sqlite:///{tmp_path / 'search.db'}"  # hydra.sweeper.storage: needs the SQLAlchemy 1.x pin in pyproject
-    optuna.create_study(study_name="fer", storage=storage, direction="maximize").optimize(
-        lambda t: t.suggest_float("x", 0, 1), n_trials=2
-    )
-    assert len(optuna.load_study(study_name="fer", storage=storage).trials) == 2
-
-
-@pytest.mark.slow
-def test_optuna_search_of_two_tiny_trials_writes_best_parameters_and_a_ranked_table(tiny_csv, tmp_path):
-    sweep = tmp_path / "search"
-    r = run_cli(
-        [
-            "train.py",
-            "-m",
-            "hparams_search=optuna",
-            "hydra.sweeper.n_trials=2",
-            f"data.path={tiny_csv}",
-            *TINY,
-            f"hydra.sweep.dir={sweep}",
-        ]
-    )
-    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    assert "Sampler: TPESampler" in r.stdout + r.stderr
-    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    params = {k.lstrip("+"): v for k, v in best["best_params"].items()}
-    assert set(params) == {"model.optimizer.lr", "model.optimizer.weight_decay", "model.net.dropout"}
-    assert (
-        1e-4 <= params["model.optimizer.lr"] <= 3e-3 and 0 <= params["model.net.dropout"] <= 0.5
-    )  # hparams_search/space/optuna_baseline
-    with open(sweep / "summary.csv") as f:
-        trials = list(csv.DictReader(f))
-    assert [t["rank"] for t in trials] == ["1", "2"] and all(t["status"] == "ok" for t in trials)
-    assert float(trials[0]["val_acc"]) == pytest.approx(best["best_value"])  # the table's winner is Optuna's
-    assert all("model.optimizer.lr=" in t["overrides"] for t in trials)
-    # the suggested values reached the trained model
-    job_cfgs = [yaml.safe_load((d / ".hydra" / "config.yaml").read_text()) for d in sweep.iterdir() if d.is_dir()]
-    assert sorted(c["model"]["net"]["dropout"] for c in job_cfgs) == sorted(
-        float(re.search(r"model\.net\.dropout=([\d.e-]+)", t["overrides"]).group(1)) for t in trials
-    )
 
 
 # --- bad input ---------------------------------------------------------------------------------------
