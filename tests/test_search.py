@@ -116,7 +116,7 @@ def _dead_pid() -> int:
 
 
 @pytest.mark.slow
-def test_a_three_trial_study_resumes_after_an_interruption_prunes_and_names_the_best(tiny_csv, tmp_path):
+def test_a_tiny_study_resumes_after_an_interruption_prunes_and_names_the_best(tiny_csv, tmp_path):
     sweep_dir = tmp_path / "search"
     storage = f"sqlite:///{sweep_dir / 'optuna.db'}"  # the default: in the sweep dir
 
@@ -135,33 +135,36 @@ def test_a_three_trial_study_resumes_after_an_interruption_prunes_and_names_the_
     interrupted = study.ask(space)
     interrupted.set_user_attr("sweeper", f"{socket.gethostname()}:{_dead_pid()}")
 
-    # The same command again, with n_trials=3 and a pruner that prunes every trial after its first epoch: the
-    # finished trials are not run again; the interrupted one runs with its own values and is pruned.
+    # The same command again, with n_trials=4 and a pruner that prunes every trial after its first epoch: the
+    # finished trials are not run again; the interrupted one runs with its own values, then one new trial.
     r = _search(
         tiny_csv,
         sweep_dir,
-        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_trials=4",
         "hydra/sweeper/pruner=none",
         "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
         "+hydra.sweeper.pruner.lower=1.1",  # no accuracy reaches it
     )
     study = optuna.load_study(study_name="fer", storage=storage)
     trials = study.trials
-    assert len(trials) == 3 and trials[:2] == first  # unchanged: same values, same times
-    assert trials[2].number == interrupted.number == 2 and trials[2].state == TrialState.PRUNED
+    assert len(trials) == 4 and trials[:2] == first  # unchanged: same values, same times
+    assert trials[2].number == interrupted.number == 2
     assert trials[2].params == {"model.optimizer.lr": 1e-3, "++model.optimizer.weight_decay": 1e-5, "model.net.dropout": 0.25}
-    assert list(trials[2].intermediate_values) == [0]  # stopped after its first epoch of two
+    assert [t.state for t in trials[2:]] == [TrialState.PRUNED] * 2
+    assert all(list(t.intermediate_values) == [0] for t in trials[2:])  # stopped after their first epoch of two
+    # the seeded sampler, started again, does not repeat the first session's draws
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
     (job,) = sweep_dir.glob("2_*")
     assert "model.net.dropout=0.25" in job.name and "pruned by Optuna after epoch 0" in (job / "pruned.txt").read_text()
     assert yaml.safe_load((job / "metrics.json").read_text())["epochs"] == 1
-    assert sorted(d.name.split("_")[0] for d in sweep_dir.iterdir() if d.is_dir()) == ["0", "1", "2"]
+    assert sorted(d.name.split("_")[0] for d in sweep_dir.iterdir() if d.is_dir()) == ["0", "1", "2", "3"]
 
     # the summary: the pruned trial marked, the best trial and the command that trains it again
     summary = (sweep_dir / "summary.md").read_text()
     assert "| pruned by Optuna after epoch 0" in summary
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_trial"] == study.best_trial.number and best["best_value"] == pytest.approx(study.best_value)
-    assert best["trials"] == {"complete": 2, "pruned": 1, "fail": 0, "running": 0}
+    assert best["trials"] == {"complete": 2, "pruned": 2, "fail": 0, "running": 0}
     command = best["command"]
     assert command.startswith("python train.py ") and "hparams_search" not in command and f"data.path={tiny_csv}" in command
     assert all(f"{k}={v}" in command for k, v in study.best_trial.params.items())

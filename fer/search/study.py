@@ -9,7 +9,6 @@ the same command on the same sweep dir goes on where an interrupted search stopp
   finished. A trial still running elsewhere (another machine sharing a database) is left to its sweeper.
 """
 
-import functools
 import json
 import logging
 import math
@@ -53,12 +52,9 @@ class Search:
     def sweep(self, arguments: list[str]):
         space, fixed = parse_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         self.space, self.fixed = space, [as_override(k, v) for k, v in fixed.items()]
-        sampler, n_trials = self.sampler, self.n_trials
-        if isinstance(sampler, functools.partial):  # GridSampler: its grid is the search space's values
-            points = grid(space)
-            sampler = sampler(search_space=points)
-            n_trials = min(n_trials, math.prod(len(v) for v in points.values()))
-        self.study = self._open_study(sampler)
+        self.study = self._open_study()
+        sampler, n_trials = self._sampler(space)
+        self.study.sampler = sampler
         log.info("study %s in %s: %s, %s", self.study_name, self.storage_url, type(sampler).__name__, type(self.pruner).__name__)
         if self.storage_url is None:
             log.warning("hydra.sweeper.storage=null: the study lives in memory; no pruning, and nothing to resume")
@@ -70,7 +66,20 @@ class Search:
             self._run(trials, [self._overrides(t) for t in trials])
         return self._report()
 
-    def _open_study(self, sampler) -> optuna.Study:
+    def _sampler(self, space: dict) -> tuple[optuna.samplers.BaseSampler, int]:
+        """The sampler (conf/hydra/sweeper/sampler, given as a partial) and the trials it can give.
+        A seeded study that goes on draws from seed + its trials so far: its first draws again would
+        repeat the parameters of its first trials."""
+        arguments, n_trials = {}, self.n_trials
+        seed, done = self.sampler.keywords.get("seed"), len(self.study.get_trials(deepcopy=False))
+        if seed is not None and done:
+            arguments["seed"] = seed + done
+        if self.sampler.func is optuna.samplers.GridSampler:  # its grid is the search space's values
+            arguments["search_space"] = points = grid(space)
+            n_trials = min(n_trials, math.prod(len(v) for v in points.values()))
+        return self.sampler(**arguments), n_trials
+
+    def _open_study(self) -> optuna.Study:
         if self.storage_url and self.storage_url.startswith("sqlite:///"):
             Path(self.storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.storage = optuna.storages.get_storage(self.storage_url)
@@ -78,7 +87,6 @@ class Search:
             return optuna.create_study(
                 storage=self.storage,
                 study_name=self.study_name,
-                sampler=sampler,
                 pruner=self.pruner,
                 direction=self.direction,
                 load_if_exists=True,
