@@ -139,15 +139,25 @@ def export_onnx(
             "pass the .ckpt written by `python train.py`"
         ) from None
     model = FaceProbabilities(net, meta["mean"], meta["std"], meta["input_size"], meta.get("temperature", {}).get("none", 1.0))
+    size, classes = stored_image_size(meta), len(meta["class_names"])
+    proto, difference = checked_graph(model, size, classes, meta["net"].get("arch"), opset)
+    onnx.helper.set_model_props(proto, metadata_props(meta, ckpt_path, fer.__version__))
+    write_atomically(proto, path, overwrite)
+    return path, {**meta, "difference": difference}
 
-    size = stored_image_size(meta)
+
+def checked_graph(
+    model: FaceProbabilities, size: int, classes: int, arch: str | None, opset: int = OPSET
+) -> tuple[onnx.ModelProto, float]:
+    """The model's ONNX graph and its largest probability difference to PyTorch (refused above MAX_DIFFERENCE).
+
+    export.py writes the graph to a file; infer.py's default backend runs it from memory (fer.infer.app)."""
     proto = trace(model, size, opset)
     proto.producer_name, proto.producer_version = "fer", fer.__version__
     proto.doc_string = (
-        f"fer emotion classifier ({meta['net'].get('arch')}): {INPUT} uint8 (batch, {size}, {size}) "
-        f"grey faces -> {OUTPUT} float (batch, {len(meta['class_names'])}) in class_names order"
+        f"fer emotion classifier ({arch}): {INPUT} uint8 (batch, {size}, {size}) "
+        f"grey faces -> {OUTPUT} float (batch, {classes}) in class_names order"
     )
-    onnx.helper.set_model_props(proto, metadata_props(meta, ckpt_path, fer.__version__))
     onnx.checker.check_model(proto)
     difference = largest_difference(model, size, proto)
     if difference > MAX_DIFFERENCE:
@@ -155,5 +165,4 @@ def export_onnx(
             f"the exported model differs from PyTorch by {difference:.2g} (more than {MAX_DIFFERENCE}); "
             f"try another opset (opset={opset} now)"
         )
-    write_atomically(proto, path, overwrite)
-    return path, {**meta, "difference": difference}
+    return proto, difference

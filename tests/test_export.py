@@ -221,8 +221,8 @@ def bad_models(tmp_path, exported):
         ),
         "not exported yet": (["backend=onnx", f"ckpt_path={lonely}"], "export it first with `python export.py"),
         "missing model": (["backend=onnx", f"ckpt_path={tmp_path / 'nope.onnx'}"], "model not found"),
-        "onnx on torch": ([f"ckpt_path={model}"], "run it with backend=onnx"),
-        "unknown backend": ([f"ckpt_path={model}", "backend=tensorrt"], "backend must be torch or onnx"),
+        "onnx on torch": ([f"ckpt_path={model}", "backend=torch"], "run it with backend=onnx"),
+        "unknown backend": ([f"ckpt_path={model}", "backend=tensorrt"], "backend must be auto, torch or onnx"),
     }
 
 
@@ -281,3 +281,34 @@ def test_export_refuses_bad_input(case, exported, tmp_path):
     with pytest.raises(FerError, match=message):
         export_onnx(*args)
     assert list(tmp_path.iterdir()) == []
+
+
+class _Scripted:
+    """A stand-in onnxruntime session that returns the rows it is given, whatever the faces."""
+
+    def __init__(self, rows):
+        self.rows = np.asarray(rows, dtype=np.float32)
+
+    def get_inputs(self):
+        return [type("Input", (), {"name": "faces"})()]
+
+    def run(self, _outputs, _feeds):
+        return [self.rows]
+
+
+def _scripted_classifier(rows) -> OnnxFaceClassifier:
+    return OnnxFaceClassifier(_Scripted(rows), EMOTIONS, 0.5, 0.25, 44, 48)
+
+
+def test_every_row_the_onnx_backend_emits_is_a_probability_vector(caplog):
+    faces = np.zeros((2, 48, 48), np.uint8)
+    scaled = [[40, 60, 0, 0, 0, 0, 0], [0.2, 0.8, 0, 0, 0, 0, 0]]  # a graph that scales its outputs for some faces
+    classifier = _scripted_classifier(scaled)
+    with caplog.at_level("WARNING", logger="fer.infer"):
+        probs = classifier(faces)
+        classifier(faces)
+    assert np.allclose(probs.sum(axis=1), 1) and np.allclose(probs[0, :2], [0.4, 0.6]) and np.allclose(probs[1, :2], [0.2, 0.8])
+    assert sum("normalised" in r.message for r in caplog.records) == 1  # said once, not per frame
+    for junk in ([[np.nan, 1, 0, 0, 0, 0, 0]], [[-3, 4, 0, 0, 0, 0, 0]]):
+        with pytest.raises(FerError, match="not probabilities"):
+            _scripted_classifier(junk)(faces[:1])

@@ -304,6 +304,8 @@ def bad_inputs(tmp_path, ckpt, clip_path):
     taken.write_bytes(b"x")
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), background((64, 48)))
+    truncated = tmp_path / "truncated.jpg"  # the first 300 bytes of a JPEG: OpenCV decodes none of it
+    truncated.write_bytes(cv2.imencode(".jpg", background((640, 480)))[1].tobytes()[:300])
     return {
         "no checkpoint": (["source=x.jpg", "ckpt_path=null"], "pass ckpt_path="),
         "missing checkpoint": ([f"ckpt_path={tmp_path / 'nope.ckpt'}"], "checkpoint not found"),
@@ -311,7 +313,12 @@ def bad_inputs(tmp_path, ckpt, clip_path):
         "missing source": ([f"ckpt_path={ckpt}", f"source={tmp_path / 'nope.mp4'}"], "source not found"),
         "not an image or video": ([f"ckpt_path={ckpt}", f"source={text}"], "is not an image or video"),
         "empty folder": ([f"ckpt_path={ckpt}", f"source={tmp_path / 'empty'}"], "no images in the folder"),
-        "camera": ([f"ckpt_path={ckpt}", "source=7"], "could not open camera 7"),
+        "camera": ([f"ckpt_path={ckpt}", "source=7"], "no camera 7"),
+        "negative camera": ([f"ckpt_path={ckpt}", "source=-1"], "camera indexes start at 0"),
+        "truncated jpeg": (
+            [f"ckpt_path={ckpt}", f"source={truncated}", f"output={tmp_path / 'out.jpg'}"],
+            "damaged or truncated",
+        ),
         "output exists": ([f"ckpt_path={ckpt}", f"source={clip_path}", f"output={taken}"], "already exists"),
         "video to an image": ([f"ckpt_path={ckpt}", f"source={clip_path}", f"output={tmp_path / 'x.jpg'}"], "writes a video"),
         "image to a video": (
@@ -342,6 +349,8 @@ def bad_inputs(tmp_path, ckpt, clip_path):
         "not an image or video",
         "empty folder",
         "camera",
+        "negative camera",
+        "truncated jpeg",
         "output exists",
         "video to an image",
         "image to a video",

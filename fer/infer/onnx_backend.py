@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ REQUIRED = ("class_names", "mean", "std", "input_size", "net")
 FACE_KEYS = ("face", "preprocess")
 OPTIONAL = ("image_size", *FACE_KEYS)
 INPUT, OUTPUT = "faces", "probs"
+log = logging.getLogger("fer.infer")
 
 
 def file_sha256(path: Path) -> str:
@@ -136,6 +138,7 @@ class OnnxFaceClassifier:
         self.image_size = int(image_size)  # the side of the square grey faces the graph takes
         self.face = dict(face or {})  # the face preparation the model was trained with (align, margin, gamma)
         self.input_name = session.get_inputs()[0].name
+        self._said_normalised = False
 
     @classmethod
     def from_file(cls, path: str | Path, threads: int | None = None) -> OnnxFaceClassifier:
@@ -159,7 +162,32 @@ class OnnxFaceClassifier:
         """(B, S, S) uint8 faces (S: image_size) -> (B, classes) probabilities, all faces in one batch."""
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
+        return self._as_probabilities(self.raw(faces))
+
+    def raw(self, faces: np.ndarray) -> np.ndarray:
+        """What the graph returns for the faces, unchecked."""
         return self.session.run(None, {self.input_name: np.ascontiguousarray(faces, dtype=np.uint8)})[0]
+
+    def _as_probabilities(self, probs: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
+        # The probe at start sees five faces; a graph that behaves on those may still return other
+        # values for real ones (40 and 60 instead of 0.4 and 0.6). Every row that leaves here is a
+        # probability vector: scaled rows are normalised (said once), rows with no reading refused.
+        sums = probs.sum(axis=1)
+        bad = ~np.isfinite(probs).all(axis=1) | (probs.min(axis=1) < -tolerance) | (np.abs(sums - 1) > tolerance)
+        if not bad.any():
+            return probs
+        fixable = np.isfinite(probs).all(axis=1) & (probs.min(axis=1) >= 0) & (sums > 0)
+        if (bad & ~fixable).any():
+            raise FerError(
+                "the model returned values that are not probabilities for a face (negative, infinite or NaN); "
+                "re-export it with `python export.py ckpt_path=PATH.ckpt`"
+            )
+        if not self._said_normalised:
+            self._said_normalised = True
+            log.warning("the model returned scores that do not sum to 1 for some faces; they are normalised to probabilities")
+        probs = probs.astype(np.float32, copy=True)
+        probs[bad] /= sums[bad, None]
+        return probs
 
 
 def check_graph(session, n_classes: int, size: int, path: Path):
@@ -192,7 +220,7 @@ def check_probabilities(classifier: OnnxFaceClassifier, path: Path, tolerance: f
     # The right shapes are not enough: a graph built elsewhere, with an export's metadata copied onto
     # it, may return logits or anything else, which would be shown as "Surprise 7600%". An export of
     # ours ends in a softmax: every output is in [0, 1] and every row sums to 1.
-    probs = np.asarray(classifier(probe_faces(classifier.image_size)), dtype=np.float64)
+    probs = np.asarray(classifier.raw(probe_faces(classifier.image_size)), dtype=np.float64)
     sums = probs.sum(axis=1)
     ok = (
         np.isfinite(probs).all()

@@ -153,7 +153,26 @@ def _open_capture(target: int | str) -> tuple[cv2.VideoCapture, np.ndarray | Non
     return capture, (first if ok else None)
 
 
+def check_camera_exists(index: int, devices: Path = Path("/dev")):
+    """Refuse a camera index that cannot exist before OpenCV is asked: some of its back-ends crash on
+    them (a negative index ended the process with a segmentation fault on a machine without cameras)."""
+    if index < 0:
+        raise FerError(f"source={index}: camera indexes start at 0 (the first camera is source=0)")
+    if not devices.joinpath("null").exists() or not _is_linux():
+        return  # macOS and Windows list their cameras only through OpenCV itself
+    found = sorted(int(p.name[5:]) for p in devices.glob("video*") if p.name[5:].isdigit())
+    if index not in found:
+        listed = ", ".join(f"source={i}" for i in found)
+        have = f"cameras here: {listed}" if found else "this machine has no camera (no /dev/video*)"
+        raise FerError(f"no camera {index}: {have}; or give a video or image file (source=clip.mp4)")
+
+
+def _is_linux() -> bool:
+    return os.uname().sysname == "Linux" if hasattr(os, "uname") else False
+
+
 def open_camera(index: int) -> VideoSource:
+    check_camera_exists(index)
     capture, first = _open_capture(index)
     if first is None:
         capture.release()
@@ -178,6 +197,12 @@ def open_file(path: Path) -> ImageSource | VideoSource:
     image = None if video_first else read_image(path)
     if image is not None:
         return ImageSource([path], first=image)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        # An image OpenCV cannot decode (damaged, truncated) is not tried as a video: OpenCV's image-
+        # sequence reader opens it as a 1-frame "video", and output=x.jpg would then be refused for it.
+        if path.stat().st_size == 0:
+            raise FerError(f"{path} is empty: not an image")
+        raise FerError(f"{path} is not an image OpenCV can read (damaged or truncated?); {WHAT_SOURCE_CAN_BE}")
     capture, first = _open_capture(str(path))
     if first is not None:
         return VideoSource(capture, str(path), "video", first)
@@ -212,6 +237,8 @@ def open_source(spec: int | str | Path | None) -> ImageSource | VideoSource:
     quiet_opencv()
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         raise FerError(f"no source given; {WHAT_SOURCE_CAN_BE}")
+    if isinstance(spec, str) and spec.strip().startswith("-") and spec.strip()[1:].isdigit():
+        spec = int(spec)  # source='-1': refused as a camera index, not looked for as a file
     index = camera_index(spec)
     if index is not None:
         return open_camera(index)
