@@ -6,7 +6,7 @@
 - RunRecord: the overrides the run trained with, in every checkpoint: what a resume re-applies
   (fer.resume), read from the checkpoint it continues rather than from .hydra/overrides.yaml, which
   any later command in the same dir can rewrite.
-- FaceSettings: how inference is to prepare faces for this model (conf/face), in every checkpoint's
+- FaceSettings: how inference is to prepare faces for this model (conf/preprocess), in every checkpoint's
   `fer` meta under "face": written here once, beside the model's own meta, not carried by the model.
 - RunCheckpoint: the paths a ModelCheckpoint keeps in a checkpoint (best model, top k, last) are
   stored relative to its directory and re-rooted on loading, so a run dir that was moved or copied
