@@ -25,6 +25,9 @@ def _config_error(e: BaseException) -> FerError | None:
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(e, MissingConfigException) and e.options:
+        group, _, name = str(e.missing_cfg_file).rpartition("/")
+        if group:  # an option that is no file of its group (detector=foo)
+            return FerError(f"{group}={name}: no such {group}; choose one of {', '.join(e.options)} (conf/{group}/)")
         return FerError(f"{first_line(e)}; choose one of {', '.join(e.options)}")
     if not isinstance(e, (HydraException, OmegaConfBaseException)) or type(e).__name__ == "InstantiationException":
         return None

@@ -33,6 +33,14 @@ def resuming(config: DictConfig) -> bool:
     return bool(config.get("train")) and bool(config.get("ckpt_path"))
 
 
+def resumes_in(config: DictConfig, run_dir: Path) -> bool:
+    """Whether this job continues the run whose dir is run_dir (the one dir a job may enter that holds a run)."""
+    if not resuming(config):
+        return False
+    ckpt = Path(str(config.ckpt_path)).expanduser().resolve()
+    return ckpt == last_checkpoint(Path(run_dir).resolve())
+
+
 def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
 

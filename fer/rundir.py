@@ -171,10 +171,10 @@ class RunDirGuard(Callback):
         run_dir = Path(config.hydra.runtime.output_dir).resolve()
         if rank() != 0:
             return  # DDP and SLURM ranks > 0 join the run rank 0 claimed
-        from fer.resume import resuming
+        from fer.resume import resumes_in
 
         try:
-            claim(run_dir, resuming=resuming(config) and config.hydra.mode == RunMode.RUN)
+            claim(run_dir, resuming=config.hydra.mode == RunMode.RUN and resumes_in(config, run_dir))
         except RunDirTaken as e:
             _drop_file_logging(run_dir)
             _refused[run_dir] = str(e)
