@@ -129,7 +129,7 @@ class Haar:
 class RetinaFace:
     scale: Any = setting("number", lo=0, hi=1, lo_open=True)
     still_scale: Any = setting("number", lo=0, hi=1, lo_open=True)
-    threshold: Any = setting("number", lo=0, hi=1, lo_open=True, hi_open=True)
+    # threshold: RetinaFaceDetector refuses a bad one itself, saying what a face score is
     nms: Any = setting("number", lo=0, hi=1)
     min_face: Any = setting("int", lo=0, what="frame pixels")
 
