@@ -123,7 +123,8 @@ def random_checkpoint(folder: Path, model_name: str = "regularized") -> Path:
         net=net, class_names=list(cfg.data.class_names), image_size=cfg.data.image_size, input_size=cfg.model.input_size
     )
     path = folder / f"{model_name}_untrained.ckpt"
-    torch.save({"fer": {**model.fer_meta(), "face": OmegaConf.to_container(cfg.face)}, "state_dict": model.state_dict()}, path)
+    face = OmegaConf.to_container(cfg.preprocess)
+    torch.save({"fer": {**model.fer_meta(), "face": face}, "state_dict": model.state_dict()}, path)
     return path
 
 

@@ -6,7 +6,7 @@
 - RunRecord: the overrides the run trained with, in every checkpoint: what a resume re-applies
   (fer.resume), read from the checkpoint it continues rather than from .hydra/overrides.yaml, which
   any later command in the same dir can rewrite.
-- FaceSettings: how inference is to prepare faces for this model (conf/face), in every checkpoint's
+- FaceSettings: how inference is to prepare faces for this model (conf/preprocess), in every checkpoint's
   `fer` meta under "face": written here once, beside the model's own meta, not carried by the model.
 - RunCheckpoint: the paths a ModelCheckpoint keeps in a checkpoint (best model, top k, last) are
   stored relative to its directory and re-rooted on loading, so a run dir that was moved or copied
@@ -59,7 +59,8 @@ class RunCheckpoint(ModelCheckpoint):
         state = dict(state_dict)
         for key in self._PATH_KEYS:
             state[key] = self._here(state.get(key) or "")
-        state["best_k_models"] = {self._here(p): score for p, score in (state.get("best_k_models") or {}).items()}
+        kept = {self._here(p): score for p, score in (state.get("best_k_models") or {}).items()}
+        state["best_k_models"] = {p: score for p, score in kept.items() if p}
         if any(p and not Path(p).is_file() for p in (state["best_model_path"], *state["best_k_models"])):
             # The best checkpoint is gone (deleted, or not copied with the run): rank afresh from here
             # rather than test a file that does not exist.
@@ -71,7 +72,10 @@ class RunCheckpoint(ModelCheckpoint):
         return Path(path).name if path else ""
 
     def _here(self, path: str) -> str:
-        return str(Path(self.dirpath) / Path(path).name) if path and self.dirpath else ""
+        # A file name only, and one that stays in the directory: a crafted state naming ".." or another
+        # folder must not make Lightning's top-k clean-up delete, or a save write, anything outside it.
+        name = Path(str(path)).name
+        return str(Path(self.dirpath) / name) if name not in ("", ".", "..") and self.dirpath else ""
 
 
 class RunRecord(Callback):

@@ -1,4 +1,5 @@
 import functools
+import os
 import sys
 from contextlib import contextmanager
 
@@ -10,11 +11,47 @@ class FerError(Exception):
 def user_error(e: BaseException) -> FerError | None:
     """The FerError behind `e`: `e` itself, or the cause hydra.utils.instantiate wrapped in its
     InstantiationException ("Error in call to target ...") when a constructor refused a value."""
+    first = e
     while e is not None:
         if isinstance(e, FerError):
             return e
         e = e.__cause__
-    return None
+    return _config_error(first)
+
+
+def _config_error(e: BaseException) -> FerError | None:
+    """Hydra's refusal of a command line (an unknown key or option, a value of the wrong type) as one line."""
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(e, MissingConfigException) and e.options:
+        group, _, name = str(e.missing_cfg_file).rpartition("/")
+        if group:  # an option that is no file of its group (detector=foo)
+            return FerError(f"{group}={name}: no such {group}; choose one of {', '.join(e.options)} (conf/{group}/)")
+        return FerError(f"{first_line(e)}; choose one of {', '.join(e.options)}")
+    if not isinstance(e, (HydraException, OmegaConfBaseException)) or type(e).__name__ == "InstantiationException":
+        return None
+    lines = [first_line(e)]
+    cause = e.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        lines.append(first_line(cause))
+    hint = next((line.strip() for line in str(e).splitlines() if line.strip().startswith("To append")), "")
+    return FerError(" ".join(line.rstrip(".") + "." for line in lines if line) + (f" {hint}" if hint else ""))
+
+
+@contextmanager
+def hydra_errors_raise():
+    """Hydra prints its own refusals (a page with a traceback hint) and exits 1; with HYDRA_FULL_ERROR it raises
+    them instead, for exit_on_user_error to say in one line."""
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved
 
 
 def first_line(text: str, limit: int = 300) -> str:

@@ -1,88 +1,212 @@
-"""`python train.py ckpt_path=RUN/checkpoints/last.ckpt` continues that run: in its own directory
-(one TensorBoard run, one best checkpoint) and with its original overrides, so the user does not
-have to repeat them. Later arguments on the command line still win.
+"""`python train.py ckpt_path=RUN/checkpoints/last.ckpt` continues that run, in RUN, with its own config.
 
-Only overrides of the project's own settings come back by themselves (fer.overrides.refusal): a run
-folder may come from anyone, and one whose overrides.yaml names code to run or changes Hydra itself
-is refused, with what it asked for, before anything runs."""
+Inside the Hydra job (fer.rundir.RunDirGuard.on_run_start, before Hydra makes the job's dir): the
+config is composed afresh from conf/ with the run's config groups and the overrides typed now, and
+the run's saved settings (RUN/.hydra/config.yaml) are laid over it, except what is typed now. A run
+folder is a file anyone can hand over, so from it come only settings: never Hydra's own, never what
+builds objects (`_target_` and the other `_..._` keys) and never where files go (a callback's
+dirpath, a logger's save_dir): those are conf/'s, and a saved value that differs is refused.
+"""
 
+import re
 import sys
+import warnings
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from fer import overrides
-from fer.distributed import _quoted
-from fer.errors import FerError
+from fer.errors import FerError, first_line
+from fer.paths import CONF_DIR, in_project
 
-_NOT_CARRIED = ("ckpt_path", "hydra.run.dir")  # this resume's own: where from, where to
+# Keys that name where files go (ModelCheckpoint, loggers, Trainer, launchers): never taken from a run folder.
+FILE_KEYS = frozenset(
+    {"dirpath", "filename", "save_dir", "name", "version", "log_dir", "sub_dir", "default_root_dir", "submitit_folder"}
+)
+_RESOLVER = re.compile(r"\$\{\s*[\w.]+\s*:")  # ${oc.create:...}, ${oc.env:...}: an interpolation that calls code
+_OPTION = re.compile(r"[A-Za-z0-9_][\w-]*")
 
 
-def resume_argv(argv: list[str]) -> list[str]:
-    args = argv[1:]
-    given = overrides.command_line(args)
-    ckpt = overrides.element(given, "ckpt_path")
-    if not ckpt or str(overrides.element(given, "train")).lower() == "false":
-        return argv
-    if any(a in overrides.MULTIRUN_FLAGS for a in args) or "hydra.run.dir" in given:
-        return argv
-    ckpt = Path(str(ckpt)).expanduser().resolve()
-    run_dir = ckpt.parent.parent  # RUN/checkpoints/last.ckpt
-    if ckpt.parent.name != "checkpoints":
-        return argv  # not in a run dir: resume with the config as given, in a new dir
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    # The checkpoint's own record first: .hydra/overrides.yaml is rewritten by any later command run in this
-    # dir (a resume that then failed, say); the file serves checkpoints written before the record existed.
-    recorded, source = _checkpoint_record(ckpt), ckpt
-    if recorded is None:
-        if not overrides_file.is_file():
-            return argv  # not one of our run dirs: resume with the config as given, in a new dir
-        recorded, source = _recorded(overrides_file), overrides_file
-    recorded, _ = overrides.rename_overrides(recorded)  # a run from before a setting moved: its new spelling
-    kept, refused = [], []
-    for line in recorded:
-        try:
-            o = overrides.parse(line)
-        except FerError:
-            refused.append(f"{line} (not an override Hydra can read)")
-            continue
-        if o.key_or_group in _NOT_CARRIED or o.key_or_group in given:
-            continue
-        why = overrides.refusal(o)
-        if why:
-            refused.append(f"{line} ({why})")
-        else:
-            kept.append(line)
+def resuming(config: DictConfig) -> bool:
+    return bool(config.get("train")) and bool(config.get("ckpt_path"))
+
+
+def resumes_in(config: DictConfig, run_dir: Path) -> bool:
+    """Whether this job continues the run whose dir is run_dir (the one dir a job may enter that holds a run)."""
+    if not resuming(config):
+        return False
+    ckpt = Path(str(config.ckpt_path)).expanduser().resolve()
+    return ckpt == last_checkpoint(Path(run_dir).resolve())
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def run_dir_of(ckpt: Path) -> Path | None:
+    """The run dir a checkpoint lies in (RUN/checkpoints/NAME.ckpt, RUN/.hydra/config.yaml), or None."""
+    run_dir = ckpt.parent.parent
+    if ckpt.parent.name == "checkpoints" and (run_dir / ".hydra" / "config.yaml").is_file():
+        return run_dir
+    return None
+
+
+def resume_into_run(config: DictConfig):
+    """The job's config (the `config` Hydra composed, changed in place) for a resume: the run's own, in its dir."""
+    if not resuming(config):
+        return
+    ckpt = Path(str(config.ckpt_path)).expanduser().resolve()
+    run_dir = run_dir_of(ckpt)
+    if run_dir is None:
+        return  # a checkpoint outside a run dir: resumed with the config as given, in a new run dir
+    if ckpt != last_checkpoint(run_dir):
+        raise FerError(
+            f"{ckpt} is not where its run left off: continue the run with ckpt_path={last_checkpoint(run_dir)}, "
+            f"start a new run from these weights with init_from={ckpt}, or evaluate them with train=false ckpt_path={ckpt}"
+        )
+    given_dir = _typed_value(config.hydra.overrides.hydra, "hydra.run.dir")
+    if given_dir is not None and Path(str(given_dir)).expanduser().resolve() != run_dir:
+        raise FerError(f"a resume continues in its own run dir {run_dir}: drop hydra.run.dir={given_dir}")
+    typed = [str(o) for o in config.hydra.overrides.task]
+    groups = _run_groups(run_dir)
+    typed_groups = [o for o in _parse(typed, "typed") if _is_group(o.key_or_group)]
+    for o in typed_groups:
+        if groups.get(o.key_or_group) != o.input_line.split("=", 1)[1]:
+            raise FerError(
+                f"{o.input_line}: a resume keeps the run's config groups "
+                f"({groups.get(o.key_or_group, 'the default')}); to train with another, start a new run"
+            )
+    group_lines = [f"{k}={v}" for k, v in groups.items() if k not in {o.key_or_group for o in typed_groups}]
+    composed = GlobalHydra.instance().hydra.compose_config(
+        config.hydra.job.config_name, [*group_lines, *typed], run_mode=RunMode.RUN
+    )
+    task = OmegaConf.to_container(OmegaConf.masked_copy(composed, [k for k in composed if k != "hydra"]))
+    saved = _load(run_dir / ".hydra" / "config.yaml")
+    refused = []
+    _overlay(task, saved, {o.key_or_group for o in _parse(typed, "typed")}, "", refused)
     if refused:
         raise FerError(
-            f"not resuming: {source} asks for what resume does not re-apply by itself: {'; '.join(refused)}. "
-            "Nothing was run; if the run is yours and you trust them, give them on the command line yourself"
+            f"not resuming: {run_dir / '.hydra' / 'config.yaml'} sets what a resume takes from conf/ alone: "
+            f"{'; '.join(refused)}. Nothing was run"
         )
-    print(f"resuming {run_dir} with its overrides: {' '.join(kept) or '(none)'}", file=sys.stderr, flush=True)
-    return [argv[0], *kept, *args, f"hydra.run.dir={_quoted(run_dir)}"]
+    with read_write(config), open_dict(config):
+        for key in [k for k in config if k != "hydra"]:
+            del config[key]
+        for key, value in task.items():
+            config[key] = value
+        config.hydra.run.dir = str(run_dir)
+        config.hydra.runtime.choices = composed.hydra.runtime.choices
+        config.hydra.overrides.task = [*group_lines, *typed]  # what the next resume finds in .hydra/overrides.yaml
+    # Lightning's notice that checkpoints/ is not empty is what a resume expects.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    print(f"resuming {run_dir} with its saved config and: {' '.join(typed)}", file=sys.stderr, flush=True)
 
 
-def _checkpoint_record(ckpt: Path) -> list[str] | None:
-    """The overrides fer.checkpointing.RunRecord stored in the checkpoint, or None (older, slim or unreadable:
-    train.py says what is wrong with it once Hydra has started)."""
-    import torch  # here: only a resume pays for it before Hydra starts
+def check_init_from(cfg: DictConfig):
+    """A warm-started run compares itself with its starting point at the end: that file must still be there."""
+    init_from = cfg.get("init_from")
+    if init_from and not in_project(str(init_from)).is_file():
+        raise FerError(
+            f"this run started from init_from={init_from}, which is gone, and compares itself with it at the end: "
+            f"put it back, or resume without the comparison: python train.py ckpt_path={cfg.ckpt_path} init_from=null"
+        )
 
+
+def _typed_value(lines, key: str):
+    found = None
+    for o in _parse([str(x) for x in lines], "typed"):
+        if o.key_or_group == key and not o.is_delete():
+            found = o.value()
+    return found
+
+
+def _parse(lines: list[str], what: str):
+    parser = OverridesParser.create()
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["callbacks"]["RunRecord"]
-    except Exception:  # not a zip-format Lightning checkpoint with a record
-        return None
-    overrides = state.get("overrides") if isinstance(state, dict) else None
-    return overrides if isinstance(overrides, list) and all(isinstance(o, str) for o in overrides) else None
+        return parser.parse_overrides(lines)
+    except Exception as e:
+        raise FerError(f"not resuming: the {what} overrides cannot be read ({first_line(e)})") from None
 
 
-def _recorded(overrides_file: Path) -> list[str]:
+def _is_group(key: str) -> bool:
+    return "/" not in key and "@" not in key and (CONF_DIR / key).is_dir()
+
+
+def _run_groups(run_dir: Path) -> dict[str, str]:
+    """The run's config groups (model=baseline, callbacks=[ema,early_stopping]), as its command line chose them:
+    options of conf/'s groups only."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    lines = _load(path) if path.is_file() else []
+    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+        raise FerError(f"not resuming: {path} is not a list of overrides as Hydra writes it")
+    groups = {}
+    for o in _parse(lines, f"{path}'s"):
+        key = o.key_or_group
+        if not _is_group(key) or o.is_delete():
+            continue
+        options = o.value() if isinstance(o.value(), list) else [o.value()]
+        if o.package is not None or not all(
+            isinstance(v, str) and _OPTION.fullmatch(v) and (CONF_DIR / key / f"{v}.yaml").is_file() for v in options
+        ):
+            raise FerError(f"not resuming: {path} asks for {o.input_line}, which is not an option of conf/{key}/")
+        groups[key] = o.input_line.split("=", 1)[1]
+    return groups
+
+
+def _load(path: Path):
     try:
-        recorded = OmegaConf.to_container(OmegaConf.load(overrides_file))
-    except Exception as e:  # not YAML, unreadable
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise FerError(f"not resuming: {overrides_file} cannot be read ({reason})") from None
-    if recorded is None:
-        return []
-    if not isinstance(recorded, list) or not all(isinstance(o, str) for o in recorded):
-        raise FerError(f"not resuming: {overrides_file} is not a list of overrides as Hydra writes it")
-    return recorded
+        return OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as e:
+        raise FerError(f"not resuming: {path} cannot be read ({first_line(e)})") from None
+
+
+def _overlay(base: dict, saved: dict, typed: set[str], prefix: str, refused: list[str]):
+    """base with saved's settings laid over it, in place; what saved may not set goes to `refused`."""
+    if not isinstance(saved, dict):
+        refused.append(f"{prefix or 'the config'} (not a mapping)")
+        return
+    for key, value in saved.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if any(path == t or path.startswith(t + ".") or t.startswith(path + ".") and not isinstance(value, dict) for t in typed):
+            continue  # typed now: the command line wins
+        if not prefix and key == "hydra":
+            refused.append("hydra (Hydra's own settings)")
+        elif _reserved(key) or key in FILE_KEYS:
+            if base.get(key) != value:
+                refused.append(f"{path}={value} ({'builds objects' if _reserved(key) else 'names where files go'})")
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            _overlay(base[key], value, typed, path, refused)
+        elif base.get(key) != value:
+            why = _unsafe(value)
+            if why:
+                refused.append(f"{path}={value} ({why})")
+            else:
+                base[key] = value
+    for key in [k for k in base if k not in saved and not _reserved(k) and k not in FILE_KEYS]:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if not any(path == t or path.startswith(t + ".") for t in typed):
+            del base[key]  # the run deleted it (~model.scheduler)
+
+
+def _reserved(key) -> bool:
+    key = str(key)
+    return len(key) > 2 and key.startswith("_") and key.endswith("_")
+
+
+def _unsafe(value) -> str | None:
+    if isinstance(value, str) and _RESOLVER.search(value):
+        return "an interpolation that calls a resolver"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if _reserved(k):
+                return "builds objects"
+            if k in FILE_KEYS:
+                return "names where files go"
+            why = _unsafe(v)
+            if why:
+                return why
+    if isinstance(value, list):
+        return next((w for w in map(_unsafe, value) if w), None)
+    return None

@@ -26,24 +26,40 @@ log = logging.getLogger(__name__)
 
 
 def run_job(cfg: DictConfig):
+    from fer import rundir
+    from fer.config import check_train
     from fer.distributed import job_scope
-    from fer.training import run  # imports torch and lightning
 
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
+        rundir.require_claim(run_dir)  # before anything: a dir that is another run's is left as it is
+    except rundir.RunDirTaken as e:
+        if not multirun:
+            raise
+        print(f"error: this job was refused: {e}", file=sys.stderr, flush=True)  # its log file is the other run's
+        return None
+    try:
+        check_train(cfg, hydra_cfg.runtime.choices)
+        if multirun and cfg.train and cfg.ckpt_path:
+            raise FerError(f"a sweep does not resume runs: resume each on its own (python train.py ckpt_path={cfg.ckpt_path})")
+        from fer.training import run  # imports torch and lightning
+
         with job_scope():  # a DDP job's processes and environment end with it, not with the sweep
             metrics = run(cfg)
         return metrics.get("val", {}).get("acc")  # what a sweeper (e.g. Optuna) maximises
     except Exception as e:
+        user = user_error(e)  # a FerError, or one Hydra wrapped while building an object from the config
+        if rundir.rank() == 0:
+            rundir.record_failure(run_dir, str(user) if user else f"{type(e).__name__}: {e}")
         if not multirun:
             raise  # the entry point's exit_on_user_error: a user's error on one line, exit 2
-        user = user_error(e)  # a FerError, or one Hydra wrapped while building an object from the config
         if user is not None:
-            _record_failure(str(user))
+            log.error("this job failed: %s", user)
             return None
         # a bug or a crash in one job must not take the other jobs down
         log.error("job failed:\n%s", traceback.format_exc())
-        _record_failure(f"{type(e).__name__}: {e}")
     return None
 
 
@@ -85,12 +101,6 @@ def _require_search(option: str):
         )
     if importlib.util.find_spec("hydra_plugins.fer_optuna") is None:
         raise FerError(f"{option} needs hydra_plugins.fer_optuna, which this install of fer predates: pip install -e . (again)")
-
-
-def _record_failure(message: str):
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    (run_dir / "error.txt").write_text(message + "\n")
-    log.error("this job failed: %s", message)
 
 
 COLUMNS = [
@@ -155,8 +165,18 @@ def reproduce_command(overrides: list[str]) -> str:
     return " ".join(["python train.py", *map(shlex.quote, kept)])
 
 
+def refused_jobs(sweep_dir: Path) -> list[dict]:
+    """Jobs refused because their dir was another run's (fer.rundir writes them down in the sweep dir)."""
+    from fer.rundir import REFUSED
+
+    path = sweep_dir / REFUSED
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [{"job": name, "overrides": "", "status": "refused: " + why} for name, _, why in (x.partition("\t") for x in lines)]
+
+
 def summarize_sweep(sweep_dir: Path) -> list[dict]:
     rows = [read_job(d) for d in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=_job_number)]
+    rows += refused_jobs(sweep_dir)
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -(r["val_acc"] or 0))
     rest = [r for r in rows if r["status"] != "ok"]
     for i, r in enumerate(ok, 1):
@@ -333,9 +353,14 @@ class SweepSummary(Callback):
         print(
             "\n" + write_summary(sweep_dir, rows) + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md, summary.png)", flush=True
         )
-        failed = [r for r in rows if r["status"] != "ok" and not r["status"].startswith("pruned")]
-        if failed:
-            print(
-                f"error: {len(failed)} of {len(rows)} jobs failed; see error.txt in their run dirs", file=sys.stderr, flush=True
+        refused = [r for r in rows if r["status"].startswith("refused")]
+        failed = [r for r in rows if r["status"] != "ok" and not r["status"].startswith("pruned") and r not in refused]
+        if failed or refused:
+            parts = [f"{len(failed)} of {len(rows)} jobs failed; see error.txt in their run dirs"] if failed else []
+            parts += (
+                [f"{len(refused)} of {len(rows)} jobs were refused (their dir was another run's); see summary.md"]
+                if refused
+                else []
             )
+            print("error: " + "; ".join(parts), file=sys.stderr, flush=True)
             sys.exit(1)

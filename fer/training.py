@@ -19,14 +19,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from fer import calibration, distributed, plots, precision, runinfo, warmstart
+from fer import calibration, distributed, plots, precision, resume, rundir, runinfo, warmstart
 from fer.checkpoint import read_checkpoint, save_slim, update_meta
 from fer.checkpointing import AtomicCheckpointIO
 from fer.errors import FerError
 from fer.instantiators import instantiate_callbacks, instantiate_loggers
 from fer.module import EmotionClassifier
 from fer.paths import in_project
-from fer.rundir import holds_run, occupied_message
 from fer.tta import check_mode
 
 log = logging.getLogger(__name__)
@@ -82,9 +81,7 @@ def _start(cfg: DictConfig) -> Path:
     if cfg.train:
         _check_epochs(cfg.trainer.max_epochs)
     distributed.keep_log_files_to_rank_zero()
-    # Rank 0 alone checks: DDP workers join the run it has started in this dir (and write nothing there).
-    if distributed.is_rank_zero() and not _resuming(cfg) and holds_run(run_dir):  # train.py checked hydra.run.dir= already
-        raise FerError(occupied_message(run_dir))
+    rundir.require_claim(run_dir)  # claimed by fer.rundir.RunDirGuard when the job started
     distributed.brief_workers(run_dir, hydra_cfg.overrides.task, hydra_cfg.overrides.hydra, sys.argv)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     return run_dir
@@ -109,6 +106,7 @@ def _build_model(cfg: DictConfig, datamodule) -> tuple[EmotionClassifier, Path |
         model = instantiate(cfg.model)
         if _resuming(cfg):
             _check_resumable(cfg.ckpt_path, model)
+            resume.check_init_from(cfg)
         elif init_from:
             start = warmstart.load_initial_weights(model, init_from)
             # The weights expect the faces normalised as they were trained; keep that, not this data's statistics.

@@ -186,7 +186,7 @@ def random_checkpoint(tmp_path_factory) -> Path:
     model.pixel_mean.fill_(0.508)
     model.pixel_std.fill_(0.255)
     path = tmp_path_factory.mktemp("ckpt") / "random.ckpt"
-    face = {"align": True, "margin": 0.0, "gamma": "auto"}  # conf/face/default.yaml, as training stores it
+    face = {"align": True, "margin": 0.0, "gamma": "auto"}  # conf/preprocess/default.yaml, as training stores it
     torch.save({"fer": {**model.fer_meta(), "face": face}, "state_dict": model.state_dict()}, path)
     return path
 

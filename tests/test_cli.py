@@ -29,7 +29,10 @@ def test_missing_data_file(tmp_path):
 def test_config_typo_and_unknown_model(tmp_path):
     assert_clean_error(run_cli(["train.py", "trainer.max_epoch=3", f"hydra.run.dir={tmp_path}"]), "max_epoch")
     assert_clean_error(
-        run_cli(["train.py", "model=resnet", f"hydra.run.dir={tmp_path}"]), "model/resnet", "baseline", "regularized"
+        run_cli(["train.py", "model=resnet", f"hydra.run.dir={tmp_path}"]),
+        "model=resnet: no such model",
+        "baseline",
+        "regularized",
     )
     # the models' shared base is no model of its own
     assert_clean_error(
@@ -367,3 +370,107 @@ def test_a_resume_may_lengthen_the_run_its_one_cycle_schedule_stretches(tiny_csv
     assert r.returncode == 0, r.stderr[-3000:]
     assert "one-cycle schedule stretched from" in r.stderr + r.stdout
     assert [h["epoch"] for h in json.loads((run_dir / "metrics.json").read_text())["history"]] == [0, 1, 2]
+
+
+# Every setting a user types is checked once at start-up (fer/config.py): one line naming key, value and what is allowed.
+TRAIN_VALUES = [
+    ("seed=abc", "seed=abc: must be a whole number from 0 to 4294967295"),
+    ("seed=-5", "seed=-5: must be a whole number from 0 to"),
+    (
+        "trainer.max_epochs=-1",
+        "trainer.max_epochs=-1: must be a whole number at least 1 (epochs); Lightning's -1 (no end) is refused",
+    ),
+    ("trainer.precision=16-true", "trainer.precision=16-true: must be one of auto, 32-true, 32, bf16-mixed, 16-mixed"),
+    ("trainer.precision=bf16-true", "trainer.precision=bf16-true: must be one of auto"),
+    ("trainer.precision=64", "trainer.precision=64: must be one of auto"),
+    ("model.input_size=0", "model.input_size=0: must be a whole number at least 1 (pixels)"),
+    ("preprocess.gamma=abc", "preprocess.gamma=abc: must be a number above 0 (a gamma), or auto or null"),
+    ("preprocess.gamma=0", "preprocess.gamma=0: must be a number above 0"),
+    ("preprocess.gamma=-1", "preprocess.gamma=-1: must be a number above 0"),
+    ("preprocess.align=maybe", "preprocess.align=maybe: must be true or false"),
+]
+INFER_VALUES = [
+    ("detector.min_face=abc", "detector.min_face=abc: must be a whole number at least 0 (frame pixels)"),
+    ("detector.min_face=-5", "detector.min_face=-5: must be a whole number at least 0"),
+    ("detector=haar detector.min_face=abc", "detector.min_face=abc: must be a number above 0 and at most 1"),
+    ("threads=-1", "threads=-1: must be a whole number at least 1 (threads)"),
+    ("threads=abc", "threads=abc: must be a whole number at least 1"),
+    ("max_frames=-1", "max_frames=-1: must be a whole number at least 1 (frames), or null"),
+    ("tracker.min_iou=5", "tracker.min_iou=5: must be a number from 0 to 1"),
+    ("detect_every=0", "detect_every=0: must be a whole number at least 1"),
+    ("preprocess.align=maybe", "preprocess.align=maybe: must be true or false"),
+    ("preprocess.gamma=0", "preprocess.gamma=0: must be a number above 0"),
+]
+
+
+@pytest.mark.parametrize(
+    "config, checker, override, message",
+    [
+        *(("train", "check_train", o, m) for o, m in TRAIN_VALUES),
+        *(("infer", "check_infer", o, m) for o, m in INFER_VALUES),
+        ("export", "check_export", "opset=5", "opset=5: must be a whole number from 13 to 20"),
+    ],
+)
+def test_every_typed_setting_refuses_a_bad_value_in_one_line(config, checker, override, message):
+    from hydra import compose, initialize_config_dir
+
+    from fer import config as schema
+    from fer.errors import FerError
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config, overrides=override.split(), return_hydra_config=True)
+    check = getattr(schema, checker)
+    with pytest.raises(FerError) as refused:
+        check(cfg) if config == "export" else check(cfg, cfg.hydra.runtime.choices)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_open_settings_stay_open_and_the_defaults_pass():
+    from hydra import compose, initialize_config_dir
+
+    from fer.config import check_infer, check_train
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        check_train(compose("train", overrides=["+trainer.profiler=simple", "trainer.precision=32-true"]))
+        for detector in ("haar", "retinaface"):
+            cfg = compose("infer", overrides=[f"detector={detector}"], return_hydra_config=True)
+            check_infer(cfg, cfg.hydra.runtime.choices)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train.py", "seed=abc"], "error: seed=abc: must be a whole number from 0 to 4294967295 (a seed)"),
+        (["train.py", "trainer.max_epoch=3"], "error: Could not override 'trainer.max_epoch'. Key 'max_epoch' is not in struct."),
+        (["train.py", "preprocess.gamma=abc"], "error: preprocess.gamma=abc: must be a number above 0"),
+        (["infer.py", "threads=-1"], "error: threads=-1: must be a whole number at least 1"),
+        (["infer.py", "detector=foo"], "error: detector=foo: no such detector; choose one of haar, retinaface"),
+        (["export.py", "opset=5"], "error: opset=5: must be a whole number from 13 to 20"),
+    ],
+)
+def test_the_commands_say_a_bad_setting_in_one_line_with_exit_code_2(tmp_path, args, message):
+    r = run_cli([*args, f"hydra.run.dir={tmp_path / 'run'}"] if args[0] == "train.py" else args, cwd=tmp_path)
+    assert_one_line_error(r, message)
+    if args[0] == "train.py" and (tmp_path / "run").exists():  # a run that failed at start-up says so in its dir
+        assert (
+            "seed=abc" in (tmp_path / "run" / "error.txt").read_text() or "gamma" in (tmp_path / "run" / "error.txt").read_text()
+        )
+
+
+@pytest.mark.slow
+def test_a_refused_sweep_job_touches_no_other_jobs_files_and_is_listed_as_refused(tiny_csv, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["train.py", "-m", "seed=1,2", f"data.path={tiny_csv}", *TINY, "trainer.max_epochs=1", "calibrate=false"]
+    r = run_cli([*args, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=same"])  # both jobs name one dir
+    assert r.returncode == 1 and "1 of 2 jobs were refused" in r.stderr, r.stderr[-2000:]
+    job = sweep / "same"
+    assert (job / ".hydra" / "overrides.yaml").read_text().count("seed=1") == 1 and "seed=2" not in (
+        job / "train.log"
+    ).read_text()
+    assert json.loads((job / "metrics.json").read_text())["seed"] == 1 and not (job / "error.txt").exists()
+    summary = (sweep / "summary.md").read_text()
+    assert "| 1 | same |" in summary and "refused: " in summary and "already holds a run" in summary
+    before = (sweep / "summary.md").read_text()
+    r = run_cli([*args, f"hydra.sweep.dir={sweep}"])  # the same sweep dir again: refused as a whole, before any job
+    assert_one_line_error(r, "already holds a sweep; choose another hydra.sweep.dir")
+    assert (sweep / "summary.md").read_text() == before

@@ -27,7 +27,7 @@ def make(overrides):
 def test_groups_have_the_documented_options():
     assert options("model") == ["baseline", "regularized", "vgg"]
     assert {"default", "gpu", "ddp"} <= set(options("trainer"))
-    assert options("data") == ["fer2013", "folders"] and options("face") == ["default"]
+    assert options("data") == ["fer2013", "folders"] and options("preprocess") == ["default"]
     assert {"default", "early_stopping", "ema", "freeze_features"} <= set(options("callbacks"))
     assert options("logger") == ["csv", "tensorboard"]
 

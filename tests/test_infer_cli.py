@@ -195,7 +195,7 @@ def test_folder_of_crops_with_detect_false(fer2013, random_checkpoint, tmp_path)
     (crops / "notes.txt").write_text("not an image, not looked at")
 
     preds, out = tmp_path / "preds.jsonl", tmp_path / "annotated"
-    gamma_off = {"face.gamma": "null"}
+    gamma_off = {"preprocess.gamma": "null"}
     summary = infer(source=crops, ckpt_path=random_checkpoint, detect=False, output=out, predictions=preds, **gamma_off)
     assert summary.frames == summary.faces == 6
 
@@ -278,7 +278,7 @@ def test_checkpoint_face_settings_win_unless_given():
     stored = {"image_size": 48, "align": False, "margin": 0.1, "gamma": 1.5}
     configured = {"image_size": 48, "align": True, "margin": 0.0, "gamma": "auto"}
     assert face_settings(stored, configured, set()) == stored
-    assert face_settings(stored, configured, given_face_keys(["face.gamma=auto", "source=x"]))["gamma"] == "auto"
+    assert face_settings(stored, configured, given_face_keys(["preprocess.gamma=auto", "source=x"]))["gamma"] == "auto"
     assert face_settings(None, configured, set()) == configured
 
 

@@ -18,8 +18,8 @@ from fer import atomic
 from fer.checkpoint import read_checkpoint
 from fer.checkpointing import RunCheckpoint
 from fer.errors import FerError
-from fer.overrides import parse, refusal
-from fer.resume import resume_argv
+from fer.resume import _overlay
+from fer.rundir import RunDirTaken, claim, release
 
 from conftest import ROOT, SHRINK, run_cli
 from test_cli import assert_clean_error
@@ -63,7 +63,6 @@ def finished_run(tiny_run, tmp_path) -> Path:
 @pytest.mark.slow
 def test_a_refused_run_leaves_the_earlier_runs_record_byte_identical(finished_run, tiny_csv, tmp_path):
     before = digests(finished_run)
-    before_overrides = (finished_run / ".hydra" / "overrides.yaml").read_text()
     other = tmp_path / "other" / "run"
     (other / "checkpoints").mkdir(parents=True)
     for args in (
@@ -71,20 +70,11 @@ def test_a_refused_run_leaves_the_earlier_runs_record_byte_identical(finished_ru
         [f"data.path={tiny_csv}", f"hydra.run.dir='{finished_run}'"],  # quoted as Hydra reads it
         ["train=false", f"ckpt_path={finished_run}/checkpoints/last.ckpt", f"hydra.run.dir={finished_run}"],
         [f"ckpt_path={other}/checkpoints/last.ckpt", f"hydra.run.dir={finished_run}"],  # another run's checkpoint
+        [f"data.path={tiny_csv}", "hydra.run.dir=${oc.env:FER_TEST_DIR}"],  # the claim is on the resolved dir
     ):
-        r = run_cli(["train.py", *args])
+        r = run_cli(["train.py", *args], env={"FER_TEST_DIR": str(finished_run)})
         one_line_error(r, "already holds a run", "nothing was overwritten", f"ckpt_path={finished_run}/checkpoints/last.ckpt")
     assert digests(finished_run) == before
-    # A later resume brings back the run's own overrides, whatever happened to .hydra/ meanwhile: they travel
-    # in the checkpoint it continues.
-    recorded = torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["RunRecord"]["overrides"]
-    assert TRAIN_BATCHES in recorded
-    (finished_run / ".hydra" / "overrides.yaml").write_text("- model.optimizer.lr=0.5\n")
-    try:
-        argv = resume_argv(["train.py", f"ckpt_path={finished_run}/checkpoints/last.ckpt"])
-    finally:
-        (finished_run / ".hydra" / "overrides.yaml").write_text(before_overrides)
-    assert TRAIN_BATCHES in argv and "model.optimizer.lr=0.5" not in argv
 
 
 # --- 4: a kill while a checkpoint is written ------------------------------------------------------
@@ -244,84 +234,136 @@ def test_a_moved_run_dir_resumes_into_itself_and_touches_nothing_outside(finishe
     assert digests(finished_run) == before
 
 
-# --- 6: a crafted run folder runs nothing ---------------------------------------------------------
-SAFE = [
-    "model=vgg",
-    "model.net.dropout=0.2",
-    "data.path=/data/fer2013.csv",
-    "~model.scheduler",
-    "trainer.max_epochs=3",
-    "model.net.widths=[8,16]",
-    "seed=${model.optimizer.lr}",
-]
-UNSAFE = [
-    "+hydra.callbacks.x._target_=builtins.open",
-    "hydra/launcher=joblib",
-    "hydra.job.chdir=true",
-    "model.optimizer._target_=os.system",
-    "+model.scheduler={_target_:os.system,command:x}",
-    "trainer.plugins=[{_target_:x}]",
-    "model@hydra.x=vgg",
-    "model=../../tmp/evil",
-    "data.path=${oc.env:HOME}",
-    "model.net.dropout=0.1,0.2",
-]
+# --- 6: a crafted run folder runs nothing and writes nowhere else ---------------------------------
+def test_a_run_folder_sets_settings_only_never_targets_hydra_or_where_files_go():
+    base = {
+        "seed": 42,
+        "model": {"_target_": "fer.module.EmotionClassifier", "net": {"dropout": 0.4}, "scheduler": {"_target_": "x"}},
+        "callbacks": {
+            "best_checkpoint": {"_target_": "fer.checkpointing.RunCheckpoint", "dirpath": "${hydra:runtime.output_dir}"}
+        },
+        "data": {"path": "${oc.env:FER2013_PATH,data/fer2013.csv}"},
+    }
+    saved = {
+        "seed": 7,
+        "model": {"_target_": "fer.module.EmotionClassifier", "net": {"dropout": 0.2}},  # scheduler deleted by the run
+        "callbacks": {
+            "best_checkpoint": {"_target_": "fer.checkpointing.RunCheckpoint", "dirpath": "${hydra:runtime.output_dir}"}
+        },
+        "data": {"path": "/data/fer2013.csv"},
+    }
+    refused = []
+    _overlay(base, saved, {"seed"}, "", refused)  # seed typed now: the command line wins
+    assert refused == [] and base["seed"] == 42 and base["model"]["net"]["dropout"] == 0.2 and "scheduler" not in base["model"]
+    assert base["data"]["path"] == "/data/fer2013.csv"
+    for crafted, why in [
+        ({"callbacks": {"best_checkpoint": {"dirpath": "/victim"}}}, "names where files go"),
+        ({"model": {"_target_": "os.system"}}, "builds objects"),
+        ({"model": {"scheduler": {"_target_": "os.system"}}}, "builds objects"),
+        ({"trainer": {"plugins": [{"_target_": "x"}]}}, "builds objects"),
+        ({"logger": {"csv": {"save_dir": "/victim"}}}, "names where files go"),
+        ({"data": {"path": "${oc.create:{_target_:os.system}}"}}, "calls a resolver"),
+        ({"hydra": {"run": {"dir": "/victim"}}}, "Hydra's own settings"),
+    ]:
+        refused = []
+        _overlay(dict(base, trainer={}, logger={"csv": {"save_dir": "${hydra:runtime.output_dir}"}}), crafted, set(), "", refused)
+        assert len(refused) == 1 and why in refused[0], (crafted, refused)
 
 
-def test_only_the_projects_own_settings_are_re_applied():
-    assert [o for o in SAFE if refusal(parse(o))] == []
-    assert [o for o in UNSAFE if not refusal(parse(o))] == []
+@pytest.mark.slow
+def test_a_crafted_run_folder_is_refused_and_nothing_outside_is_touched(finished_run, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.ckpt").write_text("mine")
+    config = finished_run / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("dirpath: ${hydra:runtime.output_dir}/checkpoints", f"dirpath: {victim}", 1))
+    before = digests(finished_run)
+    r = run_cli(["train.py", f"ckpt_path={finished_run}/checkpoints/last.ckpt"])
+    one_line_error(r, "not resuming", f"callbacks.best_checkpoint.dirpath={victim} (names where files go)")
+    assert digests(victim) == {"precious.ckpt": hashlib.sha256(b"mine").hexdigest()} and digests(finished_run) == before
 
 
-def crafted_run(tmp_path: Path, overrides: list[str]) -> Path:
-    run_dir = tmp_path / "crafted"
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / "checkpoints").mkdir()
-    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
-    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    return run_dir
-
-
-def test_resume_says_what_it_re_applies_and_refuses_the_rest(tmp_path, capsys):
-    run_dir = crafted_run(tmp_path, ["model.net.dropout=0.2", "trainer.max_epochs=3", "ckpt_path=x"])
-    argv = resume_argv(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "trainer.max_epochs=5"])
-    assert argv[1:] == [
-        "model.net.dropout=0.2",
-        f"ckpt_path={run_dir}/checkpoints/last.ckpt",
-        "trainer.max_epochs=5",
-        f"hydra.run.dir='{run_dir}'",
-    ]
-    assert f"resuming {run_dir} with its overrides: model.net.dropout=0.2" in capsys.readouterr().err
-
-    run_dir = crafted_run(tmp_path / "b", ["model.net.dropout=0.2", "+hydra.callbacks.x._target_=builtins.open"])
-    with pytest.raises(FerError, match=r"not resuming: .*\+hydra.callbacks.x._target_=builtins.open \(a Hydra setting\)"):
-        resume_argv(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt"])
-    (run_dir / ".hydra" / "overrides.yaml").write_text("{a: 1}\n")
-    with pytest.raises(FerError, match="not a list of overrides"):
-        resume_argv(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt"])
-
-
-def test_the_checkpoints_record_wins_and_is_checked_like_the_file(tmp_path, capsys):
-    run_dir = crafted_run(tmp_path, ["model.optimizer.lr=0.5"])  # .hydra/ rewritten by some later command
-    last = run_dir / "checkpoints" / "last.ckpt"
-    torch.save({"callbacks": {"RunRecord": {"overrides": ["model.net.dropout=0.2"]}}}, last)
-    argv = resume_argv(["train.py", f"ckpt_path={last}"])
-    assert argv[1:] == ["model.net.dropout=0.2", f"ckpt_path={last}", f"hydra.run.dir='{run_dir}'"]
-    torch.save({"callbacks": {"RunRecord": {"overrides": ["+hydra.callbacks.x._target_=builtins.open"]}}}, last)
-    with pytest.raises(FerError, match=r"not resuming: .*last.ckpt asks for .*\(a Hydra setting\)"):
-        resume_argv(["train.py", f"ckpt_path={last}"])
-
-
-def test_a_crafted_run_folder_cannot_run_a_target_on_resume(tmp_path):
-    victim = tmp_path / "victim.txt"
-    run_dir = crafted_run(
-        tmp_path, ["+hydra.callbacks.x._target_=builtins.open", f"+hydra.callbacks.x.file={victim}", "+hydra.callbacks.x.mode=w"]
+def test_stored_checkpoint_state_never_names_a_file_outside_the_run(tmp_path):
+    here = tmp_path / "run" / "checkpoints"
+    here.mkdir(parents=True)
+    (here / "best.ckpt").write_bytes(b"x")
+    victim = tmp_path / "victim.ckpt"
+    victim.write_bytes(b"mine")
+    callback = RunCheckpoint(dirpath=here, monitor="val/acc", mode="max", save_top_k=1)
+    callback.load_state_dict(
+        {
+            "monitor": "val/acc",
+            "best_model_score": torch.tensor(0.5),
+            "best_model_path": str(here / "best.ckpt"),
+            "current_score": torch.tensor(0.5),
+            "dirpath": str(tmp_path),
+            "kth_value": torch.tensor(0.5),
+            "best_k_models": {
+                str(here / "best.ckpt"): torch.tensor(0.5),
+                "..": torch.tensor(0.4),
+                str(victim): torch.tensor(0.3),
+            },
+            "kth_best_model_path": "..",
+            "last_model_path": str(victim),
+        }
     )
-    before = digests(run_dir)
-    r = run_cli(["train.py", f"ckpt_path={run_dir}/checkpoints/last.ckpt"])
-    one_line_error(r, "not resuming", "+hydra.callbacks.x._target_=builtins.open (a Hydra setting)")
-    assert not victim.exists()
-    assert digests(run_dir) == before
+    named = [callback.best_model_path, callback.kth_best_model_path, callback.last_model_path, *callback.best_k_models]
+    assert all(p == "" or Path(p).parent == here for p in named), named
+
+
+@pytest.mark.slow
+def test_resuming_from_a_best_checkpoint_is_refused_with_the_command_that_works(finished_run):
+    before = digests(finished_run)
+    best = next((finished_run / "checkpoints").glob("best-*.ckpt"))
+    r = run_cli(["train.py", f"ckpt_path={best}"])
+    one_line_error(r, "is not where its run left off", f"ckpt_path={finished_run}/checkpoints/last.ckpt", f"init_from={best}")
+    assert digests(finished_run) == before
+
+
+@pytest.mark.slow
+def test_resuming_a_warm_started_run_whose_start_is_gone_is_refused_at_start(finished_run, tmp_path):
+    config = finished_run / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("init_from: null", f"init_from: {tmp_path / 'gone.ckpt'}"))
+    r = run_cli(["train.py", f"ckpt_path={finished_run}/checkpoints/last.ckpt", "trainer.max_epochs=5"])
+    one_line_error(r, "which is gone", "init_from=null")
+    assert "Epoch 1" not in r.stdout and json.loads((finished_run / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_a_run_dir_is_claimed_once_and_a_resume_waits_for_no_one(tmp_path):
+    run_dir = tmp_path / "run"
+    claim(run_dir)
+    try:
+        with pytest.raises(RunDirTaken, match="already holds a run"):
+            subprocess_claim(run_dir, resuming=False)
+        with pytest.raises(RunDirTaken, match="another process is running there now"):
+            subprocess_claim(run_dir, resuming=True)  # a resume while the run is still going
+    finally:
+        release(run_dir)
+    subprocess_claim(run_dir, resuming=True)  # once it has ended, its own resume may enter
+
+
+def subprocess_claim(run_dir: Path, resuming: bool):
+    # Another process, as another command would be: the flock is per open file, not per process.
+    code = f"from fer.rundir import claim; claim({str(run_dir)!r}, resuming={resuming})"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    if r.returncode:
+        raise RunDirTaken(r.stderr.strip().splitlines()[-1])
+
+
+def test_default_run_dirs_of_runs_started_in_one_second_differ():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    dirs = set()
+    for _ in range(2):
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", return_hydra_config=True)
+            OmegaConf.clear_resolver("now")  # Hydra caches ${now:}; a new process starts without that cache
+            from hydra.core.utils import setup_globals
+
+            setup_globals()
+            dirs.add(OmegaConf.select(cfg, "hydra.run.dir"))
+    assert len(dirs) == 2, dirs
 
 
 # --- 7: bad checkpoints and outputs, one line each ------------------------------------------------

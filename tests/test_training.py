@@ -154,7 +154,7 @@ def test_early_stopping_stops_a_run_that_no_longer_improves(tiny_csv, tmp_path):
 
 def test_csv_logger_writes_metrics_csv_and_the_face_settings_reach_the_checkpoint_alone(tiny_csv, tmp_path):
     # logger=csv: plain files, no TensorBoard, and the confusion figures skipped without a word;
-    # face.*: stored in every checkpoint's meta under "face", not in the module or its hparams.
+    # preprocess.*: stored in every checkpoint's meta under "face", not in the module or its hparams.
     r = run_cli(
         [
             "train.py",
@@ -162,8 +162,8 @@ def test_csv_logger_writes_metrics_csv_and_the_face_settings_reach_the_checkpoin
             *TINY_DEFAULT,
             "trainer.max_epochs=2",
             "logger=csv",
-            "face.gamma=1.2",
-            "face.align=false",
+            "preprocess.gamma=1.2",
+            "preprocess.align=false",
             f"hydra.run.dir={tmp_path}",
         ]
     )

@@ -5,7 +5,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from fer.errors import FerError, exit_on_user_error, task_exits_on_user_error
+from fer.errors import FerError, exit_on_user_error, hydra_errors_raise, task_exits_on_user_error
 from fer.paths import CONF_DIR
 
 log = logging.getLogger("fer.export")
@@ -14,6 +14,9 @@ log = logging.getLogger("fer.export")
 @hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
 @task_exits_on_user_error
 def task(cfg: DictConfig):
+    from fer.config import check_export
+
+    check_export(cfg)
     try:
         from fer.export import export_onnx  # heavy imports after Hydra has parsed the command line
 
@@ -30,5 +33,5 @@ def task(cfg: DictConfig):
 
 
 def main():
-    with exit_on_user_error():
+    with exit_on_user_error(), hydra_errors_raise():
         task()

@@ -6,11 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 from fer.distributed import worker_argv
-from fer.errors import exit_on_user_error, task_exits_on_user_error
-from fer.overrides import apply_renames
+from fer.errors import exit_on_user_error, hydra_errors_raise, task_exits_on_user_error
 from fer.paths import CONF_DIR
-from fer.resume import resume_argv
-from fer.rundir import refuse_occupied_run_dir
 from fer.sweep import require_plugins
 
 
@@ -23,9 +20,7 @@ def task(cfg: DictConfig):
 
 
 def main():
-    with exit_on_user_error():
-        sys.argv = apply_renames(sys.argv)  # settings that moved keep their old spelling (model.dropout=, preprocess.*)
+    with exit_on_user_error(), hydra_errors_raise():
         require_plugins(sys.argv)
-        sys.argv = resume_argv(worker_argv(sys.argv))  # a DDP worker rejoins rank 0's job, see fer/distributed.py
-        refuse_occupied_run_dir(sys.argv)  # before Hydra writes .hydra/ into it
+        sys.argv = worker_argv(sys.argv)  # a DDP worker Lightning started rejoins rank 0's job (fer/distributed.py)
         task()

@@ -41,7 +41,7 @@ class FaceAligner:
         eye_min_neighbors: int = 3,
     ):
         if not 0 <= margin <= 1:
-            raise FerError(f"face.margin is a fraction of the face box added on each side, 0..1, not {margin}")
+            raise FerError(f"preprocess.margin is a fraction of the face box added on each side, 0..1, not {margin}")
         # Tilts under min_tilt degrees stay: the network was trained on faces with such tilts, and the
         # eye cascade's angle is only good to about 5 degrees. Over max_tilt the "eyes" are wrong.
         self.align, self.margin, self.min_tilt, self.max_tilt = align, margin, min_tilt, max_tilt

@@ -105,15 +105,15 @@ def _on_onnxruntime(classifier: FaceClassifier, threads: int | None):
 
 
 def given_face_keys(overrides: Iterable[str]) -> set[str]:
-    """The face.* keys set on the command line (those win over the checkpoint's settings)."""
+    """The preprocess.* keys set on the command line (those win over the checkpoint's settings)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     keys = set()
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         name = override.key_or_group
-        if name == "face":
+        if name == "preprocess":
             keys.add("*")
-        elif name.startswith("face."):
+        elif name.startswith("preprocess."):
             keys.add(name.split(".", 1)[1])
     return keys
 
@@ -249,7 +249,7 @@ def report(summary: RunSummary, source: Source, sinks: list) -> list[str]:
 
 def run(cfg: DictConfig, given_keys: Iterable[str] = ()) -> RunSummary:
     classifier = open_classifier(cfg.backend, resolve_checkpoint(cfg.ckpt_path), cfg.threads, cfg.tta)
-    settings = face_settings(classifier.face, OmegaConf.to_container(cfg.face), set(given_keys))
+    settings = face_settings(classifier.face, OmegaConf.to_container(cfg.preprocess), set(given_keys))
     source = open_source(cfg.source)
     try:
         pipeline = build_pipeline(cfg, source, classifier, settings)

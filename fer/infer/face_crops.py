@@ -27,7 +27,7 @@ class LargestFace:
 
         infer = OmegaConf.load(CONF / "infer.yaml")
         groups = {k: v for d in infer.defaults if isinstance(d, dict) or OmegaConf.is_dict(d) for k, v in d.items()}
-        face = OmegaConf.load(CONF / "face" / f"{groups['face']}.yaml")
+        face = OmegaConf.load(CONF / "preprocess" / f"{groups['preprocess']}.yaml")
         # the detector's file interpolates infer.yaml's top-level keys (threads)
         setup = OmegaConf.merge(infer, {"detector": OmegaConf.load(CONF / "detector" / f"{groups['detector']}.yaml")})
         aligner = FaceAligner(face.align, face.margin, eye_cascade=setup.eye_cascade)
