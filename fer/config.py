@@ -140,7 +140,7 @@ DETECTORS = {"haar": Haar, "retinaface": RetinaFace}  # by the option's name in 
 @dataclass
 class Infer:
     ckpt_path: Any = setting("str", what="a path")
-    backend: Any = setting("choice", choices=("torch", "onnx"))
+    backend: Any = setting("choice", choices=("auto", "torch", "onnx"))
     output: Any = setting("str", null=True, what="a path")
     predictions: Any = setting("str", null=True, what="a path")
     display: Any = setting("bool", choices=("auto",))

@@ -235,7 +235,8 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
         (sweep_dir / "seeds.json").write_text(json.dumps(groups, indent=2) + "\n")
     best = next((r for r in rows if r.get("rank") == 1), None)
     if best:
-        overrides = OmegaConf.load(sweep_dir / best["job"] / ".hydra" / "overrides.yaml")
+        saved = sweep_dir / best["job"] / ".hydra" / "overrides.yaml"
+        overrides = OmegaConf.load(saved) if saved.is_file() else shlex.split(best.get("overrides") or "")
         lines = [
             f"Best: job {best['job'].split('_', 1)[0]} ({cell(best, 'val_acc')} val accuracy), trained again by",
             "",

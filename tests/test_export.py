@@ -222,7 +222,7 @@ def bad_models(tmp_path, exported):
         "not exported yet": (["backend=onnx", f"ckpt_path={lonely}"], "export it first with `python export.py"),
         "missing model": (["backend=onnx", f"ckpt_path={tmp_path / 'nope.onnx'}"], "model not found"),
         "onnx on torch": ([f"ckpt_path={model}", "backend=torch"], "run it with backend=onnx"),
-        "unknown backend": ([f"ckpt_path={model}", "backend=tensorrt"], "backend must be auto, torch or onnx"),
+        "unknown backend": ([f"ckpt_path={model}", "backend=tensorrt"], "backend=tensorrt: must be one of auto, torch, onnx"),
     }
 
 

@@ -327,10 +327,13 @@ def bad_inputs(tmp_path, ckpt, clip_path):
         ),
         "predictions format": ([f"ckpt_path={ckpt}", f"source={clip_path}", f"predictions={tmp_path / 'p.txt'}"], "extension"),
         "display without one": ([f"ckpt_path={ckpt}", f"source={clip_path}", "display=true"], "there is no display"),
-        "display value": ([f"ckpt_path={ckpt}", f"source={clip_path}", "display=maybe"], "display must be auto, true or false"),
+        "display value": (
+            [f"ckpt_path={ckpt}", f"source={clip_path}", "display=maybe"],
+            "display=maybe: must be true or false, or auto",
+        ),
         "tta mode": (
             [f"ckpt_path={ckpt}", f"source={clip_path}", "tta=five_crop"],
-            "tta=five_crop is not a test-time augmentation",
+            "tta=five_crop: must be one of none, flip, ten_crop",
         ),
         "tta on onnx": (
             [f"ckpt_path={ckpt.with_suffix('.onnx')}", "backend=onnx", f"source={clip_path}", "tta=flip"],
