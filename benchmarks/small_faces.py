@@ -132,7 +132,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", default="fer/weights/fer2013_regularized.ckpt", help="the model (default: the shipped one)")
     parser.add_argument("--frames", type=int, default=FRAMES)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each setting on the speed video, interleaved")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each setting on the speed video, interleaved")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "small_faces.json"))
     args = parser.parse_args()
 

@@ -217,11 +217,11 @@ def test_tracker_keeps_ids_with_retinaface_on_turned_faces(retina, images):
         plant(frame, images[1], (200 + 4 * t, 240), 200, 20)
         plant(frame, images[2], (480, 240 - 3 * t), 180, -15)
         results = pipeline.analyse(frame)
-        assert len(results) == 2
+        assert len(results) == (2 if t else 0)  # shown once the next frame's detection confirms them
         ids.update(r.id for r in results)
-        boxes.append(results[0].box)
+        boxes += [results[0].box] if t else []
     assert ids == {0, 1}
-    assert boxes[-1][0] - boxes[0][0] == pytest.approx(44, abs=12)  # followed as it moved 4 px a frame
+    assert boxes[-1][0] - boxes[0][0] == pytest.approx(40, abs=12)  # followed as it moved 4 px a frame
 
 
 # --- infer.py, as a user runs it ---------------------------------------------------------------------
