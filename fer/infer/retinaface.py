@@ -79,9 +79,9 @@ class RetinaFaceDetector:
         nms: float = 0.4,
         threads: int = 1,
         min_face: int = 0,
-        search_every: int = 10,
-        roi_px: int = 112,
-        roi_reach: float = 0.25,
+        search_every: int = 15,
+        roi_px: int = 128,
+        roi_reach: float = 0.15,
     ):
         # scale: the frame is resized by this much before the whole-frame pass (1: as it is);
         # threshold: the face score a box needs; nms: overlap above which the weaker of two boxes is
@@ -146,7 +146,8 @@ class RetinaFaceDetector:
         (or to a `size` square), strongest first, in the pixels of the frame it was cut from at `origin`."""
         threshold = self.threshold if threshold is None else threshold
         if scale != 1 or size is not None:
-            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            # A face's square is shrunk at most 2x or so: bilinear is enough there, and 4x faster than INTER_AREA.
+            interpolation = cv2.INTER_AREA if scale < 1 and size is None else cv2.INTER_LINEAR
             target = (size, size) if size is not None else None
             bgr = cv2.resize(bgr, target, fx=0 if size else scale, fy=0 if size else scale, interpolation=interpolation)
         boxes, points, scores = self._decode(bgr, threshold)
