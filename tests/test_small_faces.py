@@ -94,3 +94,19 @@ def test_two_turned_faces_side_by_side_get_two_boxes_on_every_frame(fer2013):
     frames, _ = moving_faces([images[1], images[4]], 150, 12, seed=1)
     counts = shown(pipeline(RetinaFaceDetector()), frames)
     assert max(counts) == 2 and counts[1:] == [2] * 11
+
+
+def test_after_a_face_is_lost_the_whole_frame_is_searched_on_the_next_few_detections(fer2013):
+    from fer.infer.retinaface import HUNT
+
+    frame = moving_faces([fer2013.split("test")[0][1]], 150, 1, seed=0, max_angle=0)[0][0]
+    detector = RetinaFaceDetector()
+    face = detector.detect(frame)[0].box
+    whole = []
+    search = detector.search
+    detector.search = lambda bgr, scale, *a, **k: (whole.append(bgr.shape[:2] == (480, 640)), search(bgr, scale, *a, **k))[1]
+    gone = (20, 20, 60, 60)  # a face followed there a moment ago: nothing there now
+    assert len(detector.detect(frame, known=[face, gone])) == 1 and sum(whole) == 1
+    for _ in range(HUNT + 2):  # the face that is still there alone is followed now
+        assert len(detector.detect(frame, known=[face])) == 1
+    assert HUNT > 0 and sum(whole) == 1 + HUNT

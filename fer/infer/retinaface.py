@@ -32,6 +32,9 @@ SECOND_LOOK, MAX_SECOND_LOOKS = 0.1, 3
 # A followed face not found again at roi_px is looked for once more this much larger (FER2013 faces
 # turned up to 30 degrees, found near their box: 82% at 128 px, 90% at 160 px).
 RETRY_LARGER = 1.5
+# After a followed face is lost, the whole frame is searched on this many more detections (15 frames
+# at detect_every=3), not only every search_every: a face that moved fast or turned is found again soon.
+HUNT = 5
 
 
 def priors(width: int, height: int) -> np.ndarray:
@@ -111,6 +114,7 @@ class RetinaFaceDetector:
         self.search_every, self.roi_px, self.roi_reach = int(search_every), int(roi_px), roi_reach
         self._anchors: dict[tuple[int, int], np.ndarray] = {}  # per input size: frames of a video share one
         self._since_search = 0  # calls since the whole frame was last searched
+        self._hunting = 0  # calls left on which the whole frame is searched for a face that was lost
 
     def anchors(self, width: int, height: int) -> np.ndarray:
         if (width, height) not in self._anchors:
@@ -207,16 +211,18 @@ class RetinaFaceDetector:
         known = list(known) if self.roi_px > 0 else []
         self._since_search += 1
         found = []
-        if not known or self._since_search >= self.search_every:
+        if not known or self._since_search >= self.search_every or self._hunting:
             found = self.whole_frame(bgr)
-            self._since_search = 0
+            self._since_search, self._hunting = 0, max(0, self._hunting - 1)
         # Only the followed faces the search did not find again are looked for near their box.
         known = [box for box in known if not any(centred(d.box, box) for d in found)]
         again = [self.near(bgr, box) for box in known]
         found += [d for d in again if d is not None]
-        if None in again and self._since_search > 0:  # lost: moved further than its region, or left
-            found += self.whole_frame(bgr)
-            self._since_search = 0
+        if None in again:  # lost (moved further than its square, turned away, left): look where it went
+            if self._since_search > 0:
+                found += self.whole_frame(bgr)
+                self._since_search = 0
+            self._hunting = HUNT
         found = [d for d in distinct(found, self.nms) if min(d.box[2:]) >= self.min_face]
         return sorted(found, key=lambda d: d.box[0])
 
