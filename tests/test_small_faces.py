@@ -5,6 +5,7 @@ dropped, and a face shown only once a second detection confirms it (a few frames
 import numpy as np
 import pytest
 
+from fer.errors import FerError
 from fer.infer.align import FaceAligner
 from fer.infer.detect import Detection
 from fer.infer.draw import Annotator
@@ -110,3 +111,9 @@ def test_after_a_face_is_lost_the_whole_frame_is_searched_on_the_next_few_detect
     for _ in range(HUNT + 2):  # the face that is still there alone is followed now
         assert len(detector.detect(frame, known=[face])) == 1
     assert HUNT > 0 and sum(whole) == 1 + HUNT
+
+
+@pytest.mark.parametrize("bad", [{"search_every": 0}, {"roi_px": -1}, {"roi_reach": -0.1}])
+def test_bad_cadence_and_region_settings_are_refused_in_one_line(bad):
+    with pytest.raises(FerError, match=f"detector.{next(iter(bad))}"):
+        RetinaFaceDetector(**bad)
