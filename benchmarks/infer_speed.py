@@ -287,8 +287,12 @@ def detection_rates(images, n_scenes: int = 150, seed: int = 0) -> dict:
     scenes = hard_scenes(images, n_scenes, seed)
     aligner = FaceAligner()
     variants = {
-        "retinaface, video (default scale 0.5)": ("retinaface", {}),
-        "retinaface, photos (default still_scale 1.0)": ("retinaface", {"scale": 1.0}),
+        "retinaface, half size (detector.scale=0.5 detector.roi_px=0: the old video default)": (
+            "retinaface",
+            {"scale": 0.5, "roi_px": 0},
+        ),
+        "retinaface, full size without second looks (detector.roi_px=0: the old photo default)": ("retinaface", {"roi_px": 0}),
+        "retinaface, full size, weak boxes a second look (the default, photos and video)": ("retinaface", {}),
         "haar": ("haar", {}),
     }
     result = {"scenes": n_scenes, "seed": seed, "faces": sum(len(s.faces) for s in scenes), "min_iou": 0.5, "detectors": {}}

@@ -102,3 +102,32 @@ def matches(planted: list[Planted], boxes: list[Box], min_iou: float = 0.5) -> l
         best = max(boxes, key=lambda b: iou(b, face.box), default=None)
         found.append(best if best is not None and iou(best, face.box) >= min_iou else None)
     return found
+
+
+def moving_faces(
+    faces: list[np.ndarray], side: int, n_frames: int, seed: int = 0, speed: float = 2.0, max_angle: float = 30.0
+) -> tuple[list[np.ndarray], list[list[Box]]]:
+    """Frames on which the faces (`side` px, one or two) wander about their own part of the frame (the
+    left and right halves for two), bouncing off its edges at `speed` px a frame, and turn back and
+    forth up to +-max_angle degrees (a period of 60 frames). -> (BGR frames, each frame's upright squares)."""
+    rng = np.random.default_rng(seed)
+    reach = side * math.sqrt(2) / 2 + 3  # a turned face's corners stay on the frame
+    lanes = [(i * SIZE[0] / len(faces), (i + 1) * SIZE[0] / len(faces)) for i in range(len(faces))]
+    spans = [((min(a + reach, b - reach), max(a + reach, b - reach)), (reach, SIZE[1] - reach)) for a, b in lanes]
+    centres = [np.array([rng.uniform(*sx), rng.uniform(*sy)]) for sx, sy in spans]
+    heading = [rng.uniform(0, 2 * math.pi) for _ in faces]
+    steps = [speed * np.array([math.cos(h), math.sin(h)]) for h in heading]
+    phases = rng.uniform(0, 2 * math.pi, len(faces))
+    frames, truth = [], []
+    for t in range(n_frames):
+        frame, boxes = background(SIZE), []
+        for i, face in enumerate(faces):
+            for axis, (lo, hi) in enumerate(spans[i]):
+                if not lo <= centres[i][axis] + steps[i][axis] <= hi:
+                    steps[i][axis] *= -1  # bounce
+                centres[i][axis] = min(max(centres[i][axis] + steps[i][axis], lo), hi)
+            angle = max_angle * math.sin(2 * math.pi * t / 60 + phases[i])
+            boxes.append(plant(frame, face, tuple(centres[i]), side, angle))
+        frames.append(frame)
+        truth.append(boxes)
+    return frames, truth

@@ -94,7 +94,7 @@ def test_threads_and_scale_come_from_the_config_and_bad_values_are_refused():
             RetinaFaceDetector(**bad)
 
 
-def test_photos_are_searched_at_full_size_and_video_at_the_faster_scale():
+def test_photos_and_video_are_searched_at_full_size_each_at_its_own_setting():
     # conf/detector/retinaface.yaml: scale for video and cameras, still_scale for photos and folders.
     from hydra import compose, initialize_config_dir
 
@@ -102,8 +102,10 @@ def test_photos_are_searched_at_full_size_and_video_at_the_faster_scale():
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("infer")
+        half = compose("infer", overrides=["detector.scale=0.5"])
         refused = compose("infer", overrides=["detector.still_scale=0"])
-    assert make_detector(cfg.detector).scale == 0.5 and make_detector(cfg.detector, still=True).scale == 1.0
+    assert make_detector(cfg.detector).scale == 1.0 and make_detector(cfg.detector, still=True).scale == 1.0
+    assert make_detector(half.detector).scale == 0.5 and make_detector(half.detector, still=True).scale == 1.0
     with pytest.raises(FerError, match="detector.scale"):
         make_detector(refused.detector, still=True)
 
@@ -116,8 +118,8 @@ def test_a_huge_photo_is_shrunk_to_what_the_network_takes(retina, images):
 
 # --- finding the planted faces ----------------------------------------------------------------------
 def test_retinaface_finds_more_big_and_turned_faces_than_haar(retina, haar, scenes):
-    # Upscaled 48 px FER2013 faces are blurry, tight crops: harder than camera faces. On a frame shrunk
-    # to half (the default) RetinaFace misses most faces under 100 px; detector.scale=1 finds them.
+    # Upscaled 48 px FER2013 faces are blurry, tight crops: harder than camera faces. At full size (the
+    # default) RetinaFace finds most of them, weak boxes confirmed by a second look enlarged.
     ours, theirs = rates(retina, scenes), rates(haar, scenes)
     big, steep = ours[:, 0] >= 150, ours[:, 1] >= 20
     assert len(ours) >= 100  # one to three faces a frame
@@ -215,11 +217,11 @@ def test_tracker_keeps_ids_with_retinaface_on_turned_faces(retina, images):
         plant(frame, images[1], (200 + 4 * t, 240), 200, 20)
         plant(frame, images[2], (480, 240 - 3 * t), 180, -15)
         results = pipeline.analyse(frame)
-        assert len(results) == 2
+        assert len(results) == (2 if t else 0)  # shown once the next frame's detection confirms them
         ids.update(r.id for r in results)
-        boxes.append(results[0].box)
+        boxes += [results[0].box] if t else []
     assert ids == {0, 1}
-    assert boxes[-1][0] - boxes[0][0] == pytest.approx(44, abs=12)  # followed as it moved 4 px a frame
+    assert boxes[-1][0] - boxes[0][0] == pytest.approx(40, abs=12)  # followed as it moved 4 px a frame
 
 
 # --- infer.py, as a user runs it ---------------------------------------------------------------------

@@ -175,7 +175,7 @@ def test_margin_widens_the_crop_and_borders_are_repeated():
 
 # --- tracking -----------------------------------------------------------------------------------
 def test_tracker_keeps_ids_and_smooths():
-    tracker = FaceTracker(smooth=3, max_missed=1)
+    tracker = FaceTracker(smooth=3, max_missed=1, confirm=1)  # every box shown at once
     a, b = (10, 10, 100, 100), (300, 10, 100, 100)
     first = tracker.update([a, b])
     assert [t.id for t in first] == [0, 1]

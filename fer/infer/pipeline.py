@@ -75,7 +75,9 @@ class Pipeline:
 
     # --- one frame ------------------------------------------------------------------------------
     def detection_due(self) -> bool:
-        return self._count % self.detect_every == 0
+        # A face found once is confirmed (or dropped) by a detection on the very next frame, not N frames later.
+        pending = self.tracker is not None and any(not self.tracker.shown(t) for t in self.tracker.tracks)
+        return pending or self._count % self.detect_every == 0
 
     def find_faces(self, grey: np.ndarray, image: np.ndarray | None = None) -> list[Detection]:
         """The faces on a frame: detected (on `image`, the frame as decoded, for a detector that wants
@@ -129,7 +131,7 @@ class Pipeline:
         else:
             # Faces not found on this frame stay a moment at their last box. A detection frame brings
             # each face's tilt (None: look for its eyes); the frames between reuse the tilts.
-            tracks = self.tracker.update(boxes, angles if detected else None)
+            tracks = self.tracker.update(boxes, angles if detected else None, detected)
             faces, turns = self.square_faces(grey, [t.box for t in tracks], [t.angle for t in tracks])
             watch.lap("align")
             probs = self.classifier(faces)
@@ -137,9 +139,10 @@ class Pipeline:
             results = []
             for track, p, angle in zip(tracks, probs, turns):
                 track.angle = angle
-                if detected:
-                    self.tracker.remember(grey, track)
                 results.append(FaceResult(track.id, track.box, self.tracker.smooth(track, p)))
+            if detected:  # every face found, shown or not yet confirmed, is followed to the next detection
+                for track in self.tracker.tracks:
+                    self.tracker.remember(grey, track)
             watch.lap("track")
         self._count += 1
         return results

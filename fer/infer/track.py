@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fer.infer.detect import Box, iou
+from fer.infer.detect import Box, iou, overlap_of_smaller
 
 TEMPLATE_PX = 32  # a face is followed as a 32x32 picture: a few pixels' precision on a 200 px face
+# A box lying this much (its area's share) on a face being tracked is that face framed differently
+# (or a part of it), never a new face.
+SAME_FACE = 0.5
 
 
 @dataclass
@@ -22,24 +25,35 @@ class Track:
     missed: int = 0  # frames in a row on which the face was not found again
     angle: float | None = None  # its tilt from the eyes (radians), measured when it was detected
     template: np.ndarray | None = None  # (TEMPLATE_PX, TEMPLATE_PX) grey, from its last detection
+    hits: int = 1  # detections it was found on
 
 
 class FaceTracker:
-    def __init__(self, smooth: int = 5, min_iou: float = 0.3, max_missed: int = 5, reach: float = 0.3, min_match: float = 0.6):
+    def __init__(
+        self,
+        smooth: int = 5,
+        min_iou: float = 0.3,
+        max_missed: int = 5,
+        reach: float = 0.3,
+        min_match: float = 0.6,
+        confirm: int = 2,
+    ):
         # smooth: frames averaged (1: no smoothing); min_iou: overlap that makes a box the same face;
         # max_missed: frames a face that was not found stays on screen at its last box;
         # reach: how far (fraction of its size) a face is looked for between detections;
-        # min_match: the template correlation below which the face counts as not found.
+        # min_match: the template correlation below which the face counts as not found;
+        # confirm: detections in a row a new face needs before it is shown (1: at once).
         self.window, self.min_iou, self.max_missed = max(1, int(smooth)), min_iou, max_missed
-        self.reach, self.min_match = reach, min_match
+        self.reach, self.min_match, self.confirm = reach, min_match, max(1, int(confirm))
         self.tracks: list[Track] = []
         self._next_id = 0
 
-    def update(self, boxes: list[Box], angles: list[float | None] | None = None) -> list[Track]:
+    def update(self, boxes: list[Box], angles: list[float | None] | None = None, detected: bool = True) -> list[Track]:
         """Match this frame's boxes to the tracks (greedy by overlap) -> the tracks on screen now.
 
         angles: each box's tilt, given to its track (None in the list: to be measured); None: the
-        tracks keep theirs (faces followed between detections)."""
+        tracks keep theirs. detected: the boxes come from a detection (False: faces followed between
+        detections), which is what confirms a new face."""
         pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)), reverse=True)
         matched_tracks, matched_boxes = set(), set()
         for overlap, ti, bi in pairs:
@@ -49,19 +63,44 @@ class FaceTracker:
                 continue
             matched_tracks.add(ti)
             matched_boxes.add(bi)
-            self.tracks[ti].box, self.tracks[ti].missed = boxes[bi], 0
-            if angles is not None:
-                self.tracks[ti].angle = angles[bi]
+            self._found(self.tracks[ti], boxes[bi], angles, bi, detected)
+        # A box left over that lies mostly on a track's box is that face (grown, shrunk, moved fast)
+        # when the track is unmatched, and a second box on a face already matched otherwise: it never
+        # starts a new face.
+        for bi, box in enumerate(boxes):
+            if bi in matched_boxes:
+                continue
+            on = [ti for ti, t in enumerate(self.tracks) if overlap_of_smaller(t.box, box) >= SAME_FACE]
+            free = [ti for ti in on if ti not in matched_tracks]
+            if free:
+                ti = max(free, key=lambda ti: overlap_of_smaller(self.tracks[ti].box, box))
+                matched_tracks.add(ti)
+                self._found(self.tracks[ti], box, angles, bi, detected)
+            if on:
+                matched_boxes.add(bi)
         for ti, track in enumerate(self.tracks):
             if ti not in matched_tracks:
                 track.missed += 1
-        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        # A face not yet confirmed goes as soon as a detection misses it: one box is not a face yet.
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed and (self.shown(t) or not (detected and t.missed))]
         for bi, box in enumerate(boxes):
             if bi not in matched_boxes:
                 angle = None if angles is None else angles[bi]
-                self.tracks.append(Track(self._next_id, box, deque(maxlen=self.window), angle=angle))
-                self._next_id += 1
-        return list(self.tracks)
+                self.tracks.append(Track(-1, box, deque(maxlen=self.window), angle=angle))
+        shown = [t for t in self.tracks if self.shown(t)]
+        for track in shown:
+            if track.id < 0:  # ids count the faces shown, not every box that was tried
+                track.id, self._next_id = self._next_id, self._next_id + 1
+        return shown
+
+    def shown(self, track: Track) -> bool:
+        return track.hits >= self.confirm
+
+    def _found(self, track: Track, box: Box, angles: list[float | None] | None, index: int, detected: bool):
+        track.box, track.missed = box, 0
+        track.hits += detected
+        if angles is not None:
+            track.angle = angles[index]
 
     def smooth(self, track: Track, probs: np.ndarray) -> np.ndarray:
         track.history.append(probs)
