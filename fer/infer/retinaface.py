@@ -24,6 +24,7 @@ MEAN_BGR = np.array([104, 117, 127], np.float32)  # subtracted from the BGR inpu
 # The network's input is never longer than this (a 44-megapixel photo at scale 0.5 would take
 # gigabytes and seconds); faces on frames that large are large.
 MAX_INPUT_PX = 1280
+ANCHOR_SIZES_KEPT = 8  # input sizes whose anchors are cached (a video has one; a server sees many)
 
 
 def priors(width: int, height: int) -> np.ndarray:
@@ -85,9 +86,13 @@ class RetinaFaceDetector:
         self._anchors: dict[tuple[int, int], np.ndarray] = {}  # per input size: frames of a video share one
 
     def anchors(self, width: int, height: int) -> np.ndarray:
-        if (width, height) not in self._anchors:
-            self._anchors[(width, height)] = priors(width, height)
-        return self._anchors[(width, height)]
+        found = self._anchors.get((width, height))
+        if found is None:
+            found = self._anchors[(width, height)] = priors(width, height)
+            # A server sees images of every size: keep the latest few, or memory grows with each new size.
+            while len(self._anchors) > ANCHOR_SIZES_KEPT:
+                self._anchors.pop(next(iter(self._anchors)), None)
+        return found
 
     def raw(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every candidate on an (H, W, 3) uint8 BGR input, before thresholds and NMS:
