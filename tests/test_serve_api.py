@@ -90,6 +90,20 @@ def test_detect_false_takes_the_image_as_one_face(client, real_faces):
     assert post_image(client, jpeg(blank)).json()["faces"] == []  # no face on a grey frame: an empty list, not an error
 
 
+@pytest.mark.parametrize("detect", ["true", "false"])
+def test_odd_but_valid_images_are_answered(client, detect):
+    odd = {
+        "1x1": np.zeros((1, 1, 3), np.uint8),
+        "3x1000 grey": np.full((3, 1000), 90, np.uint8),
+        "16-bit grey": np.full((64, 64), 30000, np.uint16),
+        "with alpha": np.full((100, 120, 4), 200, np.uint8),
+    }
+    for name, image in odd.items():
+        r = post_image(client, cv2.imencode(".png", image)[1].tobytes(), "image/png", detect=detect)
+        assert r.status_code == 200, (name, r.text)
+        assert len(r.json()["faces"]) == (detect == "false"), name
+
+
 @pytest.mark.parametrize("name", list(bad_inputs(b"\xff\xd8placeholder")))
 def test_bad_input_is_a_4xx_with_one_line_and_the_next_request_is_served(client, scene, name):
     good = jpeg(scene[0])

@@ -129,6 +129,31 @@ def test_a_chunked_upload_is_cut_off_at_the_limit(server, scene):
     healthy(server, jpeg(scene[0]))
 
 
+def test_two_worker_processes_serve_and_stop_together(scene, tmp_path):
+    port = free_port()
+    args = [sys.executable, str(ROOT / "serve.py"), f"port={port}", "workers=2", "concurrency=1"]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                healthy(f"http://127.0.0.1:{port}", jpeg(scene[0]))
+                break
+            except (httpx.HTTPError, AssertionError):
+                time.sleep(1)
+        else:
+            pytest.fail("serve.py workers=2 was not ready within 3 minutes")
+        workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) >= 2  # uvicorn's worker processes (each with its own models)
+    finally:
+        process.terminate()
+        process.wait(60)
+    deadline = time.monotonic() + 30
+    while [w for w in workers if Path(f"/proc/{w}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()], "a worker outlived the server"
+
+
 def test_a_wrong_model_is_one_line_before_serving(tmp_path):
     r = run_cli([str(ROOT / "serve.py"), f"port={free_port()}", "ckpt_path=missing.ckpt"], cwd=tmp_path, timeout=120)
     assert r.returncode == 2, r.stderr

@@ -95,6 +95,11 @@ def create_app(load: Callable[[], Analyser], concurrency: int, max_upload_mb: fl
     async def http_error(request, e: HTTPException):
         return error(e.status_code, first_line(e.detail))
 
+    @app.exception_handler(Exception)
+    async def bug(request, e: Exception):  # a fault of ours, not the client's: still one line of JSON; the log has the traceback
+        log.exception(f"{request.method} {request.url.path} failed")
+        return error(500, f"internal error ({type(e).__name__}); the server's log has the details")
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request, e: RequestValidationError):
         problem = e.errors()[0]
