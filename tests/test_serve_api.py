@@ -154,3 +154,18 @@ def test_retinaface_keeps_the_anchors_of_a_few_sizes_only():
     for w in range(64, 64 + 4 * (ANCHOR_SIZES_KEPT + 4), 4):
         detector.detect(np.zeros((64, w, 3), np.uint8))
     assert len(detector._anchors) == ANCHOR_SIZES_KEPT  # a server sees every size: memory must not grow with them
+
+
+def test_haar_detection_from_many_threads_at_once(scene):
+    """detector=haar: OpenCV's cascades are not thread-safe, so each analysing thread has its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fer.cli.serve import app_for
+
+    data = jpeg(scene[0])
+    with TestClient(app_for(serve_config("detector=haar", "concurrency=3"), [])) as haar:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: post_image(haar, data).json(), range(24)))
+        assert haar.get("/info").json()["detector"] == "HaarDetector"
+    assert all(a == answers[0] for a in answers)  # the same image, the same answer, whatever the thread
+    assert answers[0]["faces"] and answers[0]["faces"][0]["landmarks"] is None  # Viola-Jones finds no landmarks
