@@ -155,6 +155,18 @@ class Infer:
     draw: Draw = field(default_factory=Draw)
 
 
+# --- serve.py: infer.py's model and face settings, and these ----------------------------------------------
+@dataclass
+class Serve:
+    host: Any = setting("str", what="an address")
+    port: Any = setting("int", lo=1, hi=65535, what="a TCP port")
+    workers: Any = setting("int", lo=1, what="processes")
+    concurrency: Any = setting("int", lo=1, what="images at once")
+    max_upload_mb: Any = setting("number", lo=0, lo_open=True, what="megabytes")
+    max_pixels: Any = setting("int", lo=1, what="pixels")
+    uncertain_below: Any = setting("number", lo=0, hi=1)
+
+
 # --- export.py ---------------------------------------------------------------------------------------------
 @dataclass
 class Export:
@@ -173,6 +185,11 @@ def check_infer(cfg: DictConfig, choices: Mapping | None = None):
     detector = DETECTORS.get(str((choices or {}).get("detector")))
     if detector is not None and "detector" in cfg:
         check(cfg.detector, detector, "detector.")
+
+
+def check_serve(cfg: DictConfig, choices: Mapping | None = None):
+    check_infer(cfg, choices)
+    check(cfg, Serve)
 
 
 def check_export(cfg: DictConfig):

@@ -99,8 +99,10 @@ def test_the_wheel_carries_every_module_config_and_the_shipped_model(wheel):
     assert {SHIPPED, "fer/weights/README.md"} <= names
     assert not [n for n in names if n.endswith("scenes.py")]  # test helpers stay in tests/
     assert "hydra_plugins/__init__.py" not in names  # a namespace other plugins share
-    for script in ("fer-train = fer.cli.train:main", "fer-infer = fer.cli.infer:main", "fer-export = fer.cli.export:main"):
-        assert script in entry_points
+    page = {p.relative_to(ROOT).as_posix() for p in (ROOT / "fer" / "serve" / "static").iterdir()}  # serve.py's page
+    assert page and not page - names, sorted(page - names)
+    for command in ("train", "infer", "export", "serve"):
+        assert f"fer-{command} = fer.cli.{command}:main" in entry_points
 
 
 @pytest.mark.xdist_group("wheel")  # its module-scoped wheel, made once, on one worker

@@ -120,14 +120,15 @@ class Pipeline:
         watch = self.watch
         grey = to_grey(image)
         detected = self.tracker is None or self.detection_due()
-        boxes, angles = self.place(self.find_faces(grey, image))
+        found = self.find_faces(grey, image)
+        boxes, angles = self.place(found)
         watch.lap("detect")
         if self.tracker is None:
             faces, _ = self.square_faces(grey, boxes, angles)
             watch.lap("align")
             probs = self.classifier(faces)
             watch.lap("network")
-            results = [FaceResult(i, box, p) for i, (box, p) in enumerate(zip(boxes, probs))]
+            results = [FaceResult(i, box, p, f.landmarks) for i, (box, p, f) in enumerate(zip(boxes, probs, found))]
         else:
             # Faces not found on this frame stay a moment at their last box. A detection frame brings
             # each face's tilt (None: look for its eyes); the frames between reuse the tilts.

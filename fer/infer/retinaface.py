@@ -36,6 +36,7 @@ RETRY_LARGER = 1.5
 # After a followed face is lost, the whole frame is searched on this many more detections (15 frames
 # at detect_every=3), not only every search_every: a face that moved fast or turned is found again soon.
 HUNT = 5
+ANCHOR_SIZES_KEPT = 8  # input sizes whose anchors are cached (a video has one; a server sees many)
 
 
 def priors(width: int, height: int) -> np.ndarray:
@@ -122,9 +123,13 @@ class RetinaFaceDetector:
         self._hunting = 0  # calls left on which the whole frame is searched for a face that was lost
 
     def anchors(self, width: int, height: int) -> np.ndarray:
-        if (width, height) not in self._anchors:
-            self._anchors[(width, height)] = priors(width, height)
-        return self._anchors[(width, height)]
+        found = self._anchors.get((width, height))
+        if found is None:
+            found = self._anchors[(width, height)] = priors(width, height)
+            # A server sees images of every size: keep the latest few, or memory grows with each new size.
+            while len(self._anchors) > ANCHOR_SIZES_KEPT:
+                self._anchors.pop(next(iter(self._anchors)), None)
+        return found
 
     def raw(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every candidate on an (H, W, 3) uint8 BGR input, before thresholds and NMS:

@@ -60,6 +60,11 @@ def read_image(path: Path) -> np.ndarray | None:
         data = np.fromfile(path, dtype=np.uint8)  # imdecode, unlike imread, takes any path on every OS
     except OSError:
         return None
+    return decode_image(data)
+
+
+def decode_image(data: np.ndarray) -> np.ndarray | None:
+    """An encoded image's bytes (uint8) -> the image as read_image gives it; None if unreadable. (The server's uploads too.)"""
     if data.size == 0:
         return None
     try:
