@@ -45,7 +45,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 # (pattern in the command, why it is not run here)
 SKIP = [
     (r"hydra/launcher=slurm", "submits to a SLURM cluster"),
-    (r"trainer=gpu", "needs a CUDA GPU"),
+    *([] if torch.cuda.is_available() else [(r"trainer=gpu", "needs a CUDA GPU; runs where torch.cuda.is_available()")]),
     (r"trainer=ddp trainer\.devices=4", "4 GPUs of one machine (its CPU form, 2 processes, is run)"),
     (r"source=rtsp://", "needs a live network camera"),
     (
