@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fer import plots  # noqa: E402  (sets the Agg backend before pyplot is imported)
-from fer.checkpoint import read_checkpoint  # noqa: E402
+from fer.runs.checkpoint import read_checkpoint  # noqa: E402
+from fer.train import plots  # noqa: E402  (sets the Agg backend before pyplot is imported)
 
 
 def load_run(run_dir: Path, train_minutes: float | None = None) -> dict:

@@ -113,7 +113,7 @@ def random_checkpoint(folder: Path, model_name: str = "regularized") -> Path:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from fer.module import EmotionClassifier
+    from fer.train.module import EmotionClassifier
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model_name}"])

@@ -32,9 +32,9 @@ import torch.nn.functional as F  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from fer import precision  # noqa: E402
 from fer.data.cache import load_fer2013  # noqa: E402
 from fer.preprocess import normalize  # noqa: E402
+from fer.train import precision  # noqa: E402
 
 
 def data_times(path: str) -> dict:

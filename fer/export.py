@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 import fer
-from fer.atomic import replace_atomically
-from fer.checkpoint import load_network
 from fer.errors import FerError, first_line
 from fer.infer.onnx_backend import INPUT, OUTPUT, metadata_props, open_session
-from fer.meta import stored_image_size
 from fer.preprocess import to_network_input
+from fer.runs.atomic import replace_atomically
+from fer.runs.checkpoint import load_network
+from fer.runs.meta import stored_image_size
 
 OPSET = 17  # onnxruntime >= 1.13 and every torch >= 2.2 support it
 OPSETS = range(13, 21)  # 13: Softmax over one axis; 20: the newest the TorchScript exporter writes
@@ -45,7 +45,7 @@ class FaceProbabilities(nn.Module):
     def __init__(self, net: nn.Module, mean: float, std: float, input_size: int, temperature: float = 1.0):
         super().__init__()
         self.net, self.mean, self.std, self.input_size = net, mean, std, input_size
-        self.temperature = float(temperature)  # the centre crop's calibration (fer.calibration), baked into the graph
+        self.temperature = float(temperature)  # the centre crop's calibration (fer.train.calibration), baked into the graph
         self.eval()  # the exporter restores this mode afterwards: it must be eval, or dropout comes back on
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
@@ -95,7 +95,7 @@ def largest_difference(model: FaceProbabilities, size: int, proto: onnx.ModelPro
 
 
 def write_atomically(proto: onnx.ModelProto, path: Path, overwrite: bool):
-    # An interrupted export never leaves half a model (fer.atomic).
+    # An interrupted export never leaves half a model (fer.runs.atomic).
     data = proto.SerializeToString()
 
     def write(f):

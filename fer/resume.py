@@ -63,7 +63,7 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 
 def _checkpoint_record(ckpt: Path) -> list[str] | None:
-    """The overrides fer.checkpointing.RunRecord stored in the checkpoint, or None (older, slim or unreadable:
+    """The overrides fer.runs.saving.RunRecord stored in the checkpoint, or None (older, slim or unreadable:
     train.py says what is wrong with it once Hydra has started)."""
     import torch  # here: only a resume pays for it before Hydra starts
 

@@ -3,7 +3,7 @@
 Checked on the command line before Hydra starts: Hydra writes the job's `.hydra/` (config.yaml,
 hydra.yaml, overrides.yaml) into the run dir before the job runs, and a resume re-applies what
 overrides.yaml says, so a refusal that came later would already have rewritten the run's record.
-fer.training checks again, for a run dir set another way (in a config file).
+fer.train.run checks again, for a run dir set another way (in a config file).
 """
 
 import os

@@ -178,8 +178,8 @@ def net_kwargs(arch: str = "regularized", **changes) -> dict:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """A fer checkpoint with untrained weights (no training needed): for loading and inference tests."""
-    from fer.labels import EMOTIONS
-    from fer.module import EmotionClassifier
+    from fer.data.labels import EMOTIONS
+    from fer.train.module import EmotionClassifier
 
     torch.manual_seed(0)
     model = EmotionClassifier(net=model_net("regularized"), class_names=EMOTIONS, image_size=48, input_size=44).eval()

@@ -7,10 +7,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from fer import precision
 from fer.data.datamodule import FER2013DataModule
-from fer.labels import EMOTIONS
-from fer.module import EmotionClassifier
+from fer.data.labels import EMOTIONS
+from fer.train import precision
+from fer.train.module import EmotionClassifier
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -68,7 +68,7 @@ def test_imbalance_options_reach_the_loss_and_the_sampler(imbalance, class_weigh
 
 def test_default_trainer_instantiates_and_takes_direct_overrides():
     cfg = make(["trainer.max_epochs=1", "trainer.limit_train_batches=5"])
-    chosen, _ = precision.choose(cfg.trainer.precision, cfg.trainer.accelerator)  # what fer.training does with "auto"
+    chosen, _ = precision.choose(cfg.trainer.precision, cfg.trainer.accelerator)  # what fer.train.run does with "auto"
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, precision=chosen)
     assert isinstance(trainer, L.Trainer) and trainer.max_epochs == 1 and trainer.limit_train_batches == 5
     assert trainer.precision == ("bf16-mixed" if precision.cpu_has_native_bfloat16() else "32-true")
@@ -117,7 +117,7 @@ def instantiated(overrides, run_dir):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from fer.instantiators import instantiate_callbacks, instantiate_loggers
+    from fer.train.instantiators import instantiate_callbacks, instantiate_loggers
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -169,7 +169,7 @@ def test_the_model_base_is_shared_and_not_a_model():
     assert "base" not in options("model")
     for model in options("model"):
         cfg = make([f"model={model}"]).model
-        assert cfg._target_ == "fer.module.EmotionClassifier" and cfg.channels_last and cfg.tta == "none"
+        assert cfg._target_ == "fer.train.module.EmotionClassifier" and cfg.channels_last and cfg.tta == "none"
         assert "dropout" in cfg.net and "dropout" not in cfg  # model.net.dropout
         assert cfg.scheduler is not None or "scheduler_interval" not in cfg  # no setting without a scheduler to read it
     assert make(["model=vgg"]).model.net.dropout == make(["model=regularized"]).model.net.dropout  # vgg inherits it

@@ -11,14 +11,14 @@ import onnx
 import pytest
 import torch
 
+from fer.data.labels import EMOTIONS
 from fer.errors import FerError
 from fer.export import export_onnx
 from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector
 from fer.infer.onnx_backend import MARKER, OnnxFaceClassifier
 from fer.infer.retinaface import RetinaFaceDetector
-from fer.labels import EMOTIONS
-from fer.meta import stored_face
+from fer.runs.meta import stored_face
 
 from conftest import run_cli
 from scenes import background, detectable, drifting_faces, write_video
@@ -58,7 +58,7 @@ def test_onnxruntime_gives_torchs_probabilities_on_real_faces(real_faces, backen
 
 
 def test_the_model_carries_what_inference_needs(exported):
-    from fer.checkpoint import read_checkpoint
+    from fer.runs.checkpoint import read_checkpoint
 
     ckpt, path = exported
     meta = read_checkpoint(ckpt)["fer"]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fer.data.folders import read_folders
+from fer.data.labels import EMOTIONS
 from fer.data.reader import _BadRows
-from fer.labels import EMOTIONS
 
 from conftest import ROOT, run_cli
 from scenes import background, place_faces

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from fer.labels import EMOTIONS
+from fer.data.labels import EMOTIONS
 
 from conftest import ROOT, run_cli
 

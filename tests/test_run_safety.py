@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer import atomic
-from fer.checkpoint import read_checkpoint
-from fer.checkpointing import RunCheckpoint
 from fer.errors import FerError
 from fer.overrides import parse, refusal
 from fer.resume import resume_argv
+from fer.runs import atomic
+from fer.runs.checkpoint import read_checkpoint
+from fer.runs.saving import RunCheckpoint
 
 from conftest import ROOT, SHRINK, run_cli
 from test_cli import assert_clean_error

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fer.checkpoint import load_network
 from fer.preprocess import to_network_input
+from fer.runs.checkpoint import load_network
 
 from conftest import ROOT, run_cli
 
@@ -49,7 +49,7 @@ def test_shipped_model_is_small_and_self_contained():
 def test_the_shipped_file_is_read_as_written_before_issue_16():
     # Not rewritten: its face settings stay under "preprocess" and it names no image size (FER2013's 48).
     from fer.infer.classify import FaceClassifier
-    from fer.module import EmotionClassifier
+    from fer.train.module import EmotionClassifier
 
     _, meta = load_network(SHIPPED)
     assert "face" not in meta and "image_size" not in meta
@@ -61,7 +61,7 @@ def test_the_shipped_file_is_read_as_written_before_issue_16():
 def test_evaluating_the_shipped_model_normalises_as_its_training_did():
     # train.py train=false builds the LightningModule from the checkpoint; the slim shipped file
     # stores the statistics only in its `fer` entry, not as buffers.
-    from fer.module import EmotionClassifier
+    from fer.train.module import EmotionClassifier
 
     model = EmotionClassifier.from_checkpoint(SHIPPED)
     _, meta = load_network(SHIPPED)

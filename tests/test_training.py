@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fer.checkpoint import load_network
-from fer.module import EmotionClassifier
 from fer.preprocess import to_network_input
+from fer.runs.checkpoint import load_network
+from fer.train.module import EmotionClassifier
 
 from conftest import run_cli
 
@@ -278,7 +278,7 @@ def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_pat
 
 def test_one_cycle_schedule_is_defined_for_every_positive_number_of_steps():
     # torch's OneCycleLR divides by zero when its warm-up is exactly one step (4 steps at pct_start=0.25)
-    from fer.module import _one_cycle_warmup
+    from fer.train.module import _one_cycle_warmup
 
     for steps, pct_start in ((s, p) for s in range(1, 65) for p in (0.25, 0.1, 0.2, 0.3, 0.5, 1 / 3)):
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.05)

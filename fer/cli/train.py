@@ -11,13 +11,13 @@ from fer.overrides import apply_renames
 from fer.paths import CONF_DIR
 from fer.resume import resume_argv
 from fer.rundir import refuse_occupied_run_dir
-from fer.sweep import require_plugins
+from fer.train.sweep import require_plugins
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 @task_exits_on_user_error
 def task(cfg: DictConfig):
-    from fer.sweep import run_job  # heavy imports after Hydra has parsed the command line
+    from fer.train.sweep import run_job  # heavy imports after Hydra has parsed the command line
 
     return run_job(cfg)
 

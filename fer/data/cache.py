@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer.atomic import replace_atomically
+from fer.data.labels import EMOTIONS
 from fer.data.reader import FerData, read_fer2013, resolve_data_path
-from fer.labels import EMOTIONS
+from fer.runs.atomic import replace_atomically
 
 log = logging.getLogger(__name__)
 FORMAT = 2  # bump when the reader's output changes
@@ -77,7 +77,7 @@ def load_fer2013(
     data = read_fer2013(*read)
     log.info("parsed %d faces in %.1f s", len(data.labels), time.perf_counter() - t0)
     try:
-        # atomic (fer.atomic): a parallel run never sees half a file
+        # atomic (fer.runs.atomic): a parallel run never sees half a file
         arrays = {
             "images": data.images,
             "labels": data.labels,

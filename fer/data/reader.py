@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer.data.labels import EMOTIONS, NUM_CLASSES
 from fer.errors import FerError
-from fer.labels import EMOTIONS, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 

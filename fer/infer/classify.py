@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fer.errors import FerError
-from fer.meta import stored_face, stored_image_size
 from fer.preprocess import normalize
+from fer.runs.meta import stored_face, stored_image_size
 from fer.tta import check_mode, eval_logits
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class FaceClassifier:
     def from_checkpoint(cls, path: str, threads: int | None = None, tta: str = "none") -> FaceClassifier:
         import torch
 
-        from fer.checkpoint import load_network
+        from fer.runs.checkpoint import load_network
 
         if threads:
             # One face is a small convolution stack: extra threads cost more in hand-over than they save,

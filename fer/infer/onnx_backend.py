@@ -21,12 +21,12 @@ import numpy as np
 import onnxruntime as ort
 
 from fer.errors import FerError, first_line
-from fer.meta import stored_face, stored_image_size
+from fer.runs.meta import stored_face, stored_image_size
 
 FORMAT = 1
 MARKER = "fer_format"  # the key that says "exported by fer", its value the format version
 REQUIRED = ("class_names", "mean", "std", "input_size", "net")
-# Exports before issue 16 lack image_size (48) and keep the face settings under "preprocess" (fer.meta).
+# Exports before issue 16 lack image_size (48) and keep the face settings under "preprocess" (fer.runs.meta).
 FACE_KEYS = ("face", "preprocess")
 OPTIONAL = ("image_size", *FACE_KEYS)
 INPUT, OUTPUT = "faces", "probs"

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def run_job(cfg: DictConfig):
     from fer.distributed import job_scope
-    from fer.training import run  # imports torch and lightning
+    from fer.train.run import run  # imports torch and lightning
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -182,7 +182,7 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
     (sweep_dir / "summary.md").write_text(text)
     ok = [r for r in rows if r["status"] == "ok"]
     if ok:
-        from fer import plots  # matplotlib only when there is something to draw
+        from fer.train import plots  # matplotlib only when there is something to draw
 
         jobs = dict(zip(_distinguishing_labels(ok), ok))
         plots.save(plots.sweep_figure(jobs, classes, f"sweep {sweep_dir.name}"), sweep_dir / "summary.png")

@@ -13,11 +13,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score, MulticlassRecall
 
-from fer.checkpoint import FORMAT, mismatch, read_checkpoint
 from fer.errors import FerError
-from fer.meta import stored_image_size
 from fer.models import build_net
-from fer.plots import confusion_figure
+from fer.runs.checkpoint import FORMAT, mismatch, read_checkpoint
+from fer.runs.meta import stored_image_size
+from fer.train.plots import confusion_figure
 from fer.tta import check_mode, eval_logits
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class EmotionClassifier(L.LightningModule):
         # Test-time augmentation for the test split (fer.tta); validation stays on the centre crop,
         # cheap every epoch and the same for every setting, so model selection does not depend on it.
         self.tta = check_mode(tta)
-        # Temperature per TTA mode, fitted on PublicTest after training (fer.calibration); 1 = as trained.
+        # Temperature per TTA mode, fitted on PublicTest after training (fer.train.calibration); 1 = as trained.
         self.temperatures: dict[str, float] = {}
         # Stored in every checkpoint: the training split's statistics and the loss weights.
         self.register_buffer("pixel_mean", torch.tensor(0.5))
@@ -124,7 +124,7 @@ class EmotionClassifier(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint):
-        # Merged, not replaced: callbacks write their part of the meta first (fer.checkpointing.FaceSettings: "face").
+        # Merged, not replaced: callbacks write their part of the meta first (fer.runs.saving.FaceSettings: "face").
         checkpoint["fer"] = {**checkpoint.get("fer", {}), **self.fer_meta()}
 
     def on_load_checkpoint(self, checkpoint):

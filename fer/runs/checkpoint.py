@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fer.atomic import replace_atomically
 from fer.errors import FerError
-from fer.meta import stored_image_size
 from fer.models import build_net
+from fer.runs.atomic import replace_atomically
+from fer.runs.meta import stored_image_size
 
 FORMAT = 1
 
@@ -57,7 +57,7 @@ def _meta_problem(meta) -> str | None:
         "std": lambda v: number(v) and v > 0,
         "input_size": pixels,
     }
-    # Older checkpoints lack image_size (48) and keep the face settings under "preprocess" (fer.meta).
+    # Older checkpoints lack image_size (48) and keep the face settings under "preprocess" (fer.runs.meta).
     optional = {"format", "face", "preprocess", "image_size", "history", "temperature"}
     checks.update(
         {
@@ -86,7 +86,7 @@ def net_weights(state_dict: dict) -> dict:
 
 def load_network(path: str | Path) -> tuple[nn.Module, dict]:
     """path -> (the bare network in eval mode, meta: class_names, image_size, mean, std, input_size, face, net, ...);
-    fer.meta reads what older checkpoints lack."""
+    fer.runs.meta reads what older checkpoints lack."""
     ckpt = read_checkpoint(path)
     meta = ckpt["fer"]
     net = build_net(**meta["net"])
@@ -106,7 +106,7 @@ def mismatch(e: RuntimeError) -> str:
 
 
 def _save_atomically(ckpt: dict, dst: Path):
-    # An interrupted save never leaves half a checkpoint (fer.atomic).
+    # An interrupted save never leaves half a checkpoint (fer.runs.atomic).
     replace_atomically(dst, lambda f: torch.save(ckpt, f))
 
 

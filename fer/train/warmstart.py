@@ -11,9 +11,9 @@ from pathlib import Path
 
 import lightning as L
 
-from fer.calibration import split_logits
-from fer.checkpoint import net_weights, read_checkpoint
 from fer.errors import FerError
+from fer.runs.checkpoint import net_weights, read_checkpoint
+from fer.train.calibration import split_logits
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class FreezeFeatures(L.Callback):
 def test_accuracy(path: str | Path, images, labels, tta: str) -> float:
     """Accuracy of the checkpoint a run started from on this run's test faces (uint8 images, labels),
     normalised as that checkpoint was trained: the figure a fine-tuned model is compared with."""
-    from fer.module import EmotionClassifier
+    from fer.train.module import EmotionClassifier
 
     start = EmotionClassifier.from_checkpoint(path)
     logits = split_logits(start, images, float(start.pixel_mean), float(start.pixel_std), start.input_size, tta)

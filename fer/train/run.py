@@ -19,14 +19,16 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from fer import calibration, distributed, plots, precision, runinfo, warmstart
-from fer.checkpoint import read_checkpoint, save_slim, update_meta
-from fer.checkpointing import AtomicCheckpointIO
+from fer import distributed
 from fer.errors import FerError
-from fer.instantiators import instantiate_callbacks, instantiate_loggers
-from fer.module import EmotionClassifier
 from fer.paths import in_project
 from fer.rundir import holds_run, occupied_message
+from fer.runs import runinfo
+from fer.runs.checkpoint import read_checkpoint, save_slim, update_meta
+from fer.runs.saving import AtomicCheckpointIO
+from fer.train import calibration, plots, precision, warmstart
+from fer.train.instantiators import instantiate_callbacks, instantiate_loggers
+from fer.train.module import EmotionClassifier
 from fer.tta import check_mode
 
 log = logging.getLogger(__name__)

@@ -74,7 +74,7 @@ def save(fig, path):
 def reliability_figure(before: dict, after: dict, title: str = ""):
     """Accuracy against confidence, per confidence bin, before and after temperature scaling.
 
-    `before`/`after` come from fer.calibration.reliability. Bars on the diagonal are perfectly
+    `before`/`after` come from fer.train.calibration.reliability. Bars on the diagonal are perfectly
     calibrated; the hatched part is each bin's gap; the grey line is the share of faces per bin.
     """
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.2), dpi=100, sharey=True)
