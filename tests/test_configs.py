@@ -140,7 +140,9 @@ def instantiated(overrides, run_dir):
 def test_callbacks_options_add_to_the_runs_own(tmp_path, overrides, added):
     callbacks, _ = instantiated(overrides, tmp_path)
     names = [type(c).__name__ for c in callbacks]
-    assert names[:5] == ["RunCheckpoint", "RunCheckpoint", "RunRecord", "FaceSettings", "ShardReport"] and set(names[5:]) == added
+    own = ["RunCheckpoint", "RunCheckpoint", "RunRecord", "FaceSettings", "ShardReport"]
+    reports = ["TrainSplitScore", "Calibrate", "WarmStartComparison", "Figures", "MetricsJson"]
+    assert names[:10] == own + reports and set(names[10:]) == added
     best, last = callbacks[:2]
     assert (best.monitor, best.dirpath, last.monitor, last.dirpath) == (
         "val/acc",

@@ -4,7 +4,7 @@ statistics from the training split, augmentation applied to whole batches after 
 names (their order is the label order) and the image size come from the data config."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +20,7 @@ from fer.errors import FerError
 from fer.preprocess import center_crop, normalize
 
 log = logging.getLogger(__name__)
-SPLIT_NAMES = {"train": "Training", "val": "PublicTest (validation)", "test": "PrivateTest (test)"}
+GENERIC_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 
 
 class Faces(torch.utils.data.Dataset):
@@ -76,6 +76,7 @@ class FaceDataModule(L.LightningDataModule):
         use_cache: bool = True,
         test_fraction: float = 0.2,
         faces: str = "auto",
+        split_names: Mapping[str, str] | None = None,  # what the data set calls its train/val/test splits
     ):
         super().__init__()
         for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -89,6 +90,7 @@ class FaceDataModule(L.LightningDataModule):
         self.input_size, self.augment, self.balanced_sampling = input_size, augment, balanced_sampling
         self.on_bad_row, self.val_fraction, self.seed, self.use_cache = on_bad_row, val_fraction, seed, use_cache
         self.test_fraction, self.faces = test_fraction, faces
+        self.split_names = {**GENERIC_SPLIT_NAMES, **(split_names or {})}
         self.splits: dict[str, Faces] = {}
         self.mean, self.std = 0.5, 0.25  # replaced by the training split's statistics in setup()
         self._pinned = False
@@ -124,8 +126,8 @@ class FaceDataModule(L.LightningDataModule):
         for name in needed:
             if len(self.splits[name]) == 0:
                 raise FerError(
-                    f"{self.path}: the {SPLIT_NAMES[name]} split is empty; "
-                    "FER2013 needs Training, PublicTest and PrivateTest rows"
+                    f"{self.path}: the {self.describe(name)} split is empty; "
+                    f"training needs faces in each of {', '.join(self.split_names.values())}"
                 )
         train = self.splits["train"].images
         if len(train) and not self._pinned:
@@ -139,6 +141,19 @@ class FaceDataModule(L.LightningDataModule):
             self.mean,
             self.std,
         )
+
+    def describe(self, split: str) -> str:
+        """A split as the data set calls it and what it is for: "PrivateTest (test)", or "test"."""
+        own = self.split_names[split]
+        return own if own == GENERIC_SPLIT_NAMES[split] else f"{own} ({GENERIC_SPLIT_NAMES[split]})"
+
+    def evaluated_faces(self, split: str, limit, ranks: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The faces of a split that Lightning's evaluation sees under limit_*_batches (an int: batches
+        per rank; a float: a fraction, which runs use only as 1.0): (uint8 images, labels)."""
+        faces = self.splits[split]
+        batch = self.batch_size if split == "train" else self.eval_batch_size
+        n = len(faces) if not isinstance(limit, int) else min(len(faces), limit * batch * ranks)
+        return faces.images[:n], faces.labels[:n]
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.splits["train"].labels, minlength=len(self.class_names))

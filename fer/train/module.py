@@ -86,6 +86,7 @@ class EmotionClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.history: list[dict] = []  # one row per epoch; kept in checkpoints so resumed runs plot whole curves
         self.test_results: dict = {}
+        self.reports: dict = {}  # what the callbacks that run after the test found (fer/train/callbacks/), for metrics.json
         self._epoch_started: float | None = None
 
     # --- building from a checkpoint -------------------------------------------------------------
@@ -131,7 +132,11 @@ class EmotionClassifier(L.LightningModule):
         meta = checkpoint.get("fer", {})
         if meta.get("net") != self.net_spec:
             raise FerError(f"the checkpoint holds a different network ({meta.get('net')}) than the config ({self.net_spec})")
-        self.history = list(meta.get("history", []))
+        # A resumed run takes the history it continues; the best checkpoint, loaded for the test, holds
+        # the history as of its epoch, and the run's whole history (this one, longer) stays.
+        stored = list(meta.get("history", []))
+        if len(stored) >= len(self.history):
+            self.history = stored
         self.temperatures = dict(meta.get("temperature", {}))
 
     # --- setup ----------------------------------------------------------------------------------

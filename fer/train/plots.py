@@ -110,7 +110,7 @@ def reliability_figure(before: dict, after: dict, title: str = ""):
     return fig
 
 
-def sweep_figure(jobs: dict[str, dict], class_names: list[str], title: str = ""):
+def sweep_figure(jobs: dict[str, dict], class_names: list[str], title: str = "", val: str = "validation", test: str = "test"):
     """A sweep at a glance: each job's validation accuracy per epoch, and its test recall per class.
 
     `jobs` maps a job's label to {"history": [...], "recall": {class: recall}} (from metrics.json).
@@ -122,9 +122,9 @@ def sweep_figure(jobs: dict[str, dict], class_names: list[str], title: str = "")
         history = [h for h in job["history"] if "val/acc" in h]
         curves.plot([h["epoch"] + 1 for h in history], [h["val/acc"] for h in history], "-o", ms=3, label=label)
         bars.bar(x + (i - (len(jobs) - 1) / 2) * width, [job["recall"].get(c, 0.0) for c in class_names], width, label=label)
-    curves.set(xlabel="epoch", ylabel="validation (PublicTest) accuracy")
+    curves.set(xlabel="epoch", ylabel=f"{val} accuracy")
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
-    bars.set(xticks=x, xticklabels=class_names, ylabel="test (PrivateTest) recall", ylim=(0, 1))
+    bars.set(xticks=x, xticklabels=class_names, ylabel=f"{test} recall", ylim=(0, 1))
     plt.setp(bars.get_xticklabels(), rotation=35, ha="right")
     for ax in (curves, bars):
         ax.grid(alpha=0.3)

@@ -1,21 +1,18 @@
-"""What `python train.py` does: build data -> build model -> build trainer -> fit -> test the best
-checkpoint -> evaluate (Training split, calibration) -> report (metrics.json, figures, loggers)."""
+"""What `python train.py` does: build data, model, callbacks, loggers and trainer -> fit -> test the best
+checkpoint. The reports after the test are callbacks (fer/train/callbacks/, conf/callbacks/default.yaml)."""
 
-import json
 import logging
 import shlex
 import shutil
 import sys
-import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,30 +20,35 @@ from fer import distributed
 from fer.errors import FerError
 from fer.paths import in_project
 from fer.rundir import holds_run, occupied_message
-from fer.runs import runinfo
-from fer.runs.checkpoint import read_checkpoint, save_slim, update_meta
+from fer.runs.checkpoint import read_checkpoint
 from fer.runs.saving import AtomicCheckpointIO
-from fer.train import calibration, plots, precision, warmstart
+from fer.train import precision, warmstart
 from fer.train.instantiators import instantiate_callbacks, instantiate_loggers
 from fer.train.module import EmotionClassifier
 from fer.tta import check_mode
 
 log = logging.getLogger(__name__)
-# `import lightning` hangs its own console handler on the "lightning" logger; Hydra's handlers
-# already print (and write to the run's log file) every line, so without this each shows twice.
-logging.getLogger("lightning").handlers.clear()
-# Under DDP Lightning suggests sync_dist=True for every epoch-level value; ours come from torchmetrics'
-# compute(), already summed over all ranks, so that advice (and its extra all-reduces) does not apply.
-warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\(.*sync_dist=True")
-# Lightning 2.6 calls torch's deprecated LeafSpec check inside its own code: nothing a user can change.
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-# Our metrics are logged once per epoch (train/loss_step goes to the progress bar only), so the logging
-# interval that short runs fall below (log_every_n_steps) changes nothing.
-warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
 
-# A training loader without a batch is refused in one line (EmotionClassifier.configure_optimizers says
-# why and what to change), and empty evaluation splits by the datamodule: Lightning's notice is redundant.
-warnings.filterwarnings("ignore", message=r"Total length of `\w+` across ranks is zero")
+
+def quiet_lightning():
+    """What the train entry point sets once, before a run: never at import, so importing fer changes nothing."""
+    # `import lightning` hangs its own console handler on the "lightning" logger; Hydra's handlers
+    # already print (and write to the run's log file) every line, so without this each shows twice.
+    logging.getLogger("lightning").handlers.clear()
+    # Under DDP Lightning suggests sync_dist=True for every epoch-level value; ours come from torchmetrics'
+    # compute(), already summed over all ranks, so that advice (and its extra all-reduces) does not apply.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\(.*sync_dist=True")
+    # Lightning 2.6 calls torch's deprecated LeafSpec check inside its own code: nothing a user can change.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Our metrics are logged once per epoch (train/loss_step goes to the progress bar only), so the logging
+    # interval that short runs fall below (log_every_n_steps) changes nothing.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+    # A training loader without a batch is refused in one line (EmotionClassifier.configure_optimizers says
+    # why and what to change), and empty evaluation splits by the datamodule: Lightning's notice is redundant.
+    warnings.filterwarnings("ignore", message=r"Total length of `\w+` across ranks is zero")
+    chatter = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningChatter) for f in chatter.filters):
+        chatter.addFilter(_DropLightningChatter())
 
 
 class _DropLightningChatter(logging.Filter):
@@ -59,22 +61,29 @@ class _DropLightningChatter(logging.Filter):
         return not any(s in record.getMessage() for s in self.NOT_THE_USERS_BUSINESS)
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningChatter())
-
-
 def run(cfg: DictConfig) -> dict:
-    t0 = time.time()
+    """Build data, model, callbacks, loggers and trainer; fit; test. What comes after the test (the
+    Training split's score, calibration, the warm-start comparison, figures, metrics.json) is done by
+    callbacks (conf/callbacks/). Returns the run's metrics (metrics.json's content)."""
     run_dir = _start(cfg)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
     datamodule = _build_data(cfg)
-    model, init_from = _build_model(cfg, datamodule)
-    trainer = _build_trainer(cfg)
+    model, _ = _build_model(cfg, datamodule)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer = _build_trainer(cfg, callbacks, loggers)
     test_ckpt = _fit(cfg, trainer, model, datamodule, run_dir) if cfg.train else None
     _test(trainer, model, datamodule, test_ckpt, run_dir)
     if not trainer.is_global_zero:
         return {}
-    metrics = _evaluate(cfg, trainer, model, datamodule, run_dir, test_ckpt, init_from, t0)
-    _report(cfg, trainer, model, run_dir, metrics)
+    metrics = model.reports.get("metrics") or _headline(model)
+    _log_hyperparams(trainer.loggers, cfg, metrics)
     return metrics
+
+
+def _headline(model: EmotionClassifier) -> dict:
+    # What a sweeper ranks and the loggers record, when the metrics_json callback is switched off.
+    best = max((h["val/acc"] for h in model.history if "val/acc" in h), default=None)
+    return {"val": {"acc": best}, "test": {"acc": model.test_results["test/acc"]}}
 
 
 def _start(cfg: DictConfig) -> Path:
@@ -139,10 +148,8 @@ def _check_model_chosen(model_cfg: DictConfig):
         )
 
 
-def _build_trainer(cfg: DictConfig) -> L.Trainer:
+def _build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     """The Trainer with the callbacks and loggers of the config groups (conf/callbacks, conf/logger)."""
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
     chosen_precision, why = precision.choose(cfg.trainer.precision, cfg.trainer.accelerator)
     log.info("precision: %s (%s)", chosen_precision, why)
     # AtomicCheckpointIO: a kill while a checkpoint is written leaves the previous one whole.
@@ -181,13 +188,13 @@ def _fit(cfg: DictConfig, trainer: L.Trainer, model: EmotionClassifier, datamodu
 
 
 def _test(trainer: L.Trainer, model: EmotionClassifier, datamodule, test_ckpt: str | None, run_dir: Path):
-    history = list(model.history)
     if trainer.is_global_zero:
         datamodule.setup("test")  # loaded by fit already; an evaluation-only run loads it here to count the faces
         log.info(
-            "testing %s on PrivateTest: %d faces%s",
+            "testing %s on %s: %d faces%s",
             test_ckpt or "the model",
-            _faces(datamodule, "test", trainer),
+            datamodule.split_names["test"],
+            len(datamodule.evaluated_faces("test", trainer.limit_test_batches, trainer.world_size)[1]),
             f", tta={model.tta}" if model.tta != "none" else "",
         )
     with _ctrl_c_exits_130(
@@ -195,48 +202,6 @@ def _test(trainer: L.Trainer, model: EmotionClassifier, datamodule, test_ckpt: s
         lambda: "interrupted while testing; training had finished, its checkpoints are in " + str(run_dir / "checkpoints"),
     ):
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
-    model.history = history  # loading the best checkpoint brought back the history as of that epoch
-
-
-def _evaluate(
-    cfg,
-    trainer: L.Trainer,
-    model: EmotionClassifier,
-    datamodule,
-    run_dir: Path,
-    test_ckpt: str | None,
-    init_from: Path | None,
-    t0: float,
-) -> dict:
-    """After the test: the Training split, calibration and the starting point's accuracy, as metrics.json holds them."""
-    train_eval = _evaluate_train_split(model, datamodule, trainer) if cfg.train and cfg.eval_train_split else None
-    calibrated = _calibrate(cfg, model, datamodule, trainer, run_dir, test_ckpt) if cfg.get("calibrate", True) else None
-    metrics = _metrics_json(cfg, model, trainer, test_ckpt, train_eval, time.time() - t0)
-    if calibrated:
-        metrics["calibration"] = calibrated
-    if init_from and cfg.train:
-        # The figure a fine-tuned model must beat: where it started, on the same test faces.
-        metrics["init_from"] = {
-            "checkpoint": str(init_from),
-            "test_acc": warmstart.test_accuracy(
-                init_from, *_evaluated_faces(datamodule, "test", trainer.limit_test_batches), model.tta
-            ),
-        }
-        log.info(
-            "started from %s: test %.2f%% on the same faces (this run: %.2f%%)",
-            init_from,
-            100 * metrics["init_from"]["test_acc"],
-            100 * metrics["test"]["acc"],
-        )
-    return metrics
-
-
-def _report(cfg, trainer: L.Trainer, model: EmotionClassifier, run_dir: Path, metrics: dict):
-    """metrics.json, the figures, the loggers' hyperparameters and the summary lines."""
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _save_figures(run_dir, model)
-    _log_hyperparams(trainer.loggers, cfg, metrics)
-    _print_summary(run_dir, metrics)
 
 
 def _log_hyperparams(loggers, cfg, metrics: dict):
@@ -315,33 +280,6 @@ def _no_events_unless_an_epoch_ran(loggers, run_dir: Path, model: EmotionClassif
         raise
 
 
-def _seen(n: int, limit, batch_size: int, ranks: int = 1) -> int:
-    # How many of a split's n faces Lightning's evaluation sees under limit_*_batches (an int:
-    # batches per rank; a float: a fraction, which these runs use only as 1.0).
-    return n if not isinstance(limit, int) else min(n, limit * batch_size * ranks)
-
-
-def _faces(datamodule, split: str, trainer: L.Trainer) -> int:
-    """The faces of a split that trainer.test/validate see, all ranks together."""
-    limit = getattr(trainer, f"limit_{split}_batches")
-    return _seen(len(datamodule.splits[split]), limit, datamodule.eval_batch_size, trainer.world_size)
-
-
-class ShardReport(Callback):
-    """Under DDP each rank says how much of each split it sees: the evidence that data is split, not repeated."""
-
-    def on_train_start(self, trainer, pl_module):
-        if trainer.world_size == 1:
-            return
-        splits = trainer.datamodule.splits
-        train = trainer.train_dataloader.sampler  # Lightning's DistributedSampler: a new share each epoch
-        parts = [f"{len(train)} of {len(splits['train'])} Training faces per epoch ({type(train).__name__})"]
-        if trainer.val_dataloaders is not None:  # set up by the sanity check, when there is one
-            val = trainer.val_dataloaders.sampler
-            parts.append(f"{len(val)} of {len(splits['val'])} PublicTest faces ({type(val).__name__})")
-        log.info("rank %d of %d: %s", trainer.global_rank, trainer.world_size, ", ".join(parts))
-
-
 def _check_resumable(ckpt_path: str, model: EmotionClassifier):
     ckpt = read_checkpoint(ckpt_path)
     meta = ckpt["fer"]
@@ -356,156 +294,3 @@ def _check_resumable(ckpt_path: str, model: EmotionClassifier):
             f"{ckpt_path} is a slim model (weights and meta, no training state), not a run to resume: evaluate it with "
             f"train=false ckpt_path={ckpt_path}, or start a new run from its weights with init_from={ckpt_path}"
         )
-
-
-@torch.no_grad()
-def _evaluate_train_split(model: EmotionClassifier, datamodule, trainer) -> dict:
-    # The paper reports training-set accuracy (98% vs 92%): measure it the way test accuracy is
-    # measured, on un-augmented faces in eval mode, not the running figure from augmented batches.
-    from fer.preprocess import to_network_input
-
-    faces = datamodule.splits["train"]
-    limit = trainer.limit_train_batches
-    n = len(faces) if not isinstance(limit, int) else min(len(faces), limit * datamodule.batch_size)
-    log.info("evaluating the Training split: %d faces, un-augmented (eval_train_split=false skips this)", n)
-    model.eval()
-    correct = 0
-    for start in range(0, n, datamodule.eval_batch_size):
-        images = faces.images[start : min(n, start + datamodule.eval_batch_size)].to(model.device)
-        x = to_network_input(images, datamodule.mean, datamodule.std, model.input_size)
-        correct += int((model(x).argmax(1).cpu() == faces.labels[start : start + len(images)]).sum())
-    return {"acc": correct / max(n, 1), "faces": n}
-
-
-def _calibrate(cfg, model: EmotionClassifier, datamodule, trainer, run_dir: Path, best_ckpt: str | None) -> dict:
-    """A temperature per TTA mode fitted on PublicTest; PrivateTest accuracy, macro-F1 and ECE before
-    and after, for every mode. The temperatures go into the checkpoint that was tested (an evaluated
-    checkpoint is left as it is: a calibrated slim copy is written in the run dir instead)."""
-    val = _evaluated_faces(datamodule, "val", trainer.limit_val_batches)
-    test = _evaluated_faces(datamodule, "test", trainer.limit_test_batches)
-    log.info(
-        "calibrating: a temperature per TTA mode (%s) fitted on %d PublicTest faces, judged on %d PrivateTest faces "
-        "(calibrate=false skips this)",
-        ", ".join(calibration.TTA_MODES),
-        len(val[1]),
-        len(test[1]),
-    )
-    report = calibration.report(
-        model,
-        val,
-        test,
-        datamodule.mean,
-        datamodule.std,
-        model.input_size,
-        progress=lambda i, mode: log.info("calibrating %d/%d: tta=%s", i, len(calibration.TTA_MODES), mode),
-    )
-    model.temperatures = {mode: r["temperature"] for mode, r in report.items()}
-    r = report[model.tta]
-    title = f"{model.net_spec['arch']}, PrivateTest, tta={model.tta}: temperature {r['temperature']:.2f} fitted on PublicTest"
-    plots.save(plots.reliability_figure(r["reliability"], r["reliability_calibrated"], title), run_dir / "reliability.png")
-    if best_ckpt:
-        update_meta(best_ckpt, temperature=model.temperatures)
-        report["stored_in"] = str(best_ckpt)
-    elif cfg.ckpt_path and not cfg.train:
-        copy = save_slim(
-            cfg.ckpt_path, run_dir / "checkpoints" / "calibrated.ckpt", meta_updates={"temperature": model.temperatures}
-        )
-        report["stored_in"] = str(copy)
-        log.info("calibrated copy of %s: %s", cfg.ckpt_path, copy)
-    return report
-
-
-def _evaluated_faces(datamodule, split: str, limit):
-    """The faces of a split that trainer.test/validate see under limit_*_batches: (uint8 images, labels)."""
-    data = datamodule.splits[split]
-    n = _seen(len(data), limit, datamodule.eval_batch_size)
-    return data.images[:n], data.labels[:n]
-
-
-def _metrics_json(cfg, model, trainer, test_ckpt: str | None, train_eval, wall) -> dict:
-    history = model.history
-    best = max((h for h in history if "val/acc" in h), key=lambda h: h["val/acc"], default=None)
-    test = model.test_results
-    return {
-        "model": model.net_spec["arch"],
-        "train": {
-            "acc": train_eval["acc"] if train_eval else None,
-            "acc_augmented_last_epoch": history[-1]["train/acc"] if history else None,
-        },
-        "val": {
-            "acc": best["val/acc"] if best else None,
-            "f1_macro": best["val/f1_macro"] if best else None,
-            "best_epoch": best["epoch"] + 1 if best else None,
-        },
-        "test": {
-            "acc": test["test/acc"],
-            "f1_macro": test["test/f1_macro"],
-            "loss": test["test/loss"],
-            "recall": test["recall"],
-            "confusion_matrix": test["confmat"],
-            "checkpoint": str(test_ckpt or cfg.ckpt_path or ""),
-            "tta": model.tta,
-        },
-        "class_names": model.class_names,
-        "epochs": len(history),
-        "evaluated_only": not cfg.train,  # then epochs and history are the checkpoint's training, wall time this evaluation's
-        "wall_time_s": round(wall, 1),
-        "device": runinfo.device_description(str(trainer.strategy.root_device)),
-        "precision": trainer.precision,
-        "seed": cfg.seed,
-        "overrides": list(HydraConfig.get().overrides.task),
-        "git_commit": runinfo.git_commit(),
-        "versions": runinfo.versions(),
-        "history": history,
-    }
-
-
-def _save_figures(run_dir: Path, model: EmotionClassifier):
-    if model.history:
-        plots.save(
-            plots.curves_figure(model.history, f"{model.net_spec['arch']}: accuracy and loss per epoch"), run_dir / "curves.png"
-        )
-    acc = model.test_results["test/acc"]
-    fig = plots.confusion_figure(
-        model.test_results["confmat"], model.class_names, f"{model.net_spec['arch']}, test (PrivateTest) accuracy {acc:.1%}"
-    )
-    plots.save(fig, run_dir / "confusion_test.png")
-
-
-def _calibration_line(report: dict | None) -> str:
-    if not report:
-        return ""
-    parts = [
-        f"{mode} {100 * r['acc']:.2f}% "
-        f"(ECE {100 * r['reliability']['ece']:.1f} -> {100 * r['reliability_calibrated']['ece']:.1f}, "
-        f"T {r['temperature']:.2f})"
-        for mode, r in report.items()
-        if isinstance(r, dict)
-    ]
-    return "\ntest by TTA mode: " + ", ".join(parts)
-
-
-def _duration_text(m: dict) -> str:
-    wall = f"{m['wall_time_s'] / 60:.1f} min"
-    if m.get("evaluated_only"):
-        return f"evaluated in {wall}"
-    history = m.get("history") or []
-    if not history or "time_s" not in history[-1]:
-        return f"{m['epochs']} epochs in {wall}"
-    # The epochs' own clock: a resumed run's wall time covers only its last leg (and the test).
-    training = history[-1]["time_s"] / 60
-    return f"{m['epochs']} epochs in {training:.1f} min of training (this run {wall}, test and calibration included)"
-
-
-def _print_summary(run_dir: Path, m: dict):
-    def pct(x):
-        return "-" if x is None else f"{100 * x:.2f}%"
-
-    # Through logging, one record a line: Hydra's handlers print it and write it to train.log.
-    text = (
-        f"{m['model']}: train {pct(m['train']['acc'])}  val {pct(m['val']['acc'])} (epoch {m['val']['best_epoch']})  "
-        f"test {pct(m['test']['acc'])}  test macro-F1 {pct(m['test']['f1_macro'])}  "
-        f"{_duration_text(m)}{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}"
-    )
-    for line in text.splitlines():
-        log.info(line)

@@ -11,6 +11,7 @@ import logging
 import statistics
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 
 def run_job(cfg: DictConfig):
     from fer.distributed import job_scope
-    from fer.train.run import run  # imports torch and lightning
+    from fer.train.run import quiet_lightning, run  # imports torch and lightning
+
+    quiet_lightning()
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -125,7 +128,15 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
     return ok + rest
 
 
-def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
+def split_label(split: str, split_names: Mapping | None) -> str:
+    """ "validation (PublicTest)" for a data set that names its splits (conf/data/*.yaml split_names), else "validation"."""
+    what = {"val": "validation", "test": "test"}[split]
+    own = (split_names or {}).get(split)
+    return f"{what} ({own})" if own and own != what else what
+
+
+def write_summary(sweep_dir: Path, rows: list[dict], split_names: Mapping | None = None) -> str:
+    val, test = split_label("val", split_names), split_label("test", split_names)
     # Per-class test recall: what class weighting or balanced sampling changes (Disgust above all).
     classes = next((list(r["recall"]) for r in rows if r.get("recall")), [])
     recall_columns = [f"test_recall_{c}" for c in classes]
@@ -153,7 +164,7 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
     if classes:
         lines += [
             "",
-            "Test (PrivateTest) recall per class:",
+            f"{test[0].upper() + test[1:]} recall per class:",
             "",
             *table(["rank", "job", *recall_columns], ["rank", "job", *classes]),
         ]
@@ -174,18 +185,14 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
             ),
         ]
         (sweep_dir / "seeds.json").write_text(json.dumps(groups, indent=2) + "\n")
-    text = (
-        "Ranked by validation (PublicTest) accuracy; test (PrivateTest) is reported, never used to rank.\n\n"
-        + "\n".join(lines)
-        + "\n"
-    )
+    text = f"Ranked by {val} accuracy; {test} is reported, never used to rank.\n\n" + "\n".join(lines) + "\n"
     (sweep_dir / "summary.md").write_text(text)
     ok = [r for r in rows if r["status"] == "ok"]
     if ok:
         from fer.train import plots  # matplotlib only when there is something to draw
 
         jobs = dict(zip(_distinguishing_labels(ok), ok))
-        plots.save(plots.sweep_figure(jobs, classes, f"sweep {sweep_dir.name}"), sweep_dir / "summary.png")
+        plots.save(plots.sweep_figure(jobs, classes, f"sweep {sweep_dir.name}", val, test), sweep_dir / "summary.png")
     return text
 
 
@@ -281,8 +288,12 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         rows = summarize_sweep(sweep_dir)
+        split_names = OmegaConf.select(config, "data.split_names")
         print(
-            "\n" + write_summary(sweep_dir, rows) + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md, summary.png)", flush=True
+            "\n"
+            + write_summary(sweep_dir, rows, split_names)
+            + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md, summary.png)",
+            flush=True,
         )
         failed = [r for r in rows if r["status"] != "ok"]
         if failed:

@@ -12,17 +12,14 @@ every export). The newer torch.export-based exporter, torch's default since 2.9,
 as well and takes about 3 s; nothing in a network this simple needs what it adds.
 """
 
-if __name__ == "__main__":  # `python -m fer.export`: the command (fer/cli/export.py), run before the imports below
-    from fer.cli.export import main  # need onnx: without it, the command's one-line "pip install onnx", no traceback
-
-    main()
+from __future__ import annotations
 
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
@@ -33,6 +30,9 @@ from fer.preprocess import to_network_input
 from fer.runs.atomic import replace_atomically
 from fer.runs.checkpoint import load_network
 from fer.runs.meta import stored_image_size
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 17  # onnxruntime >= 1.13 and every torch >= 2.2 support it
 OPSETS = range(13, 21)  # 13: Softmax over one axis; 20: the newest the TorchScript exporter writes
@@ -61,6 +61,8 @@ def output_path(ckpt_path: Path, output: str | None) -> Path:
 
 
 def trace(model: FaceProbabilities, size: int, opset: int) -> onnx.ModelProto:
+    import onnx  # the export extra: imported when an export runs, so `python -m fer.export` without it says so in one line
+
     faces = torch.zeros((2, size, size), dtype=torch.uint8)
     buffer = io.BytesIO()
     # The exporter's warnings are kept from the user: a deprecation notice on every call (the choice is
@@ -119,6 +121,8 @@ def export_onnx(
     ckpt_path: str | Path, output: str | None = None, overwrite: bool = False, opset: int = OPSET
 ) -> tuple[Path, dict]:
     """checkpoint -> (the .onnx written, facts about it: meta, largest difference to PyTorch)."""
+    import onnx
+
     if not ckpt_path:
         raise FerError("no checkpoint given: pass ckpt_path=PATH to a .ckpt from `python train.py`")
     ckpt_path = Path(str(ckpt_path)).expanduser()
