@@ -85,10 +85,10 @@ print(json.dumps({"frames": frames, "faces": faces, "seconds": seconds, "stages"
 
 
 def test_faces():
-    from fer.data.cache import load_fer2013
-    from fer.data.reader import default_data_path
+    from fer.data.cache import load
+    from fer.data.reader import Fer2013, default_data_path, fer2013_settings
 
-    return load_fer2013(default_data_path(ROOT)).split("test")[0]
+    return load(fer2013_settings(default_data_path(ROOT)), Fer2013()).split("test")[0]
 
 
 def make_videos(folder: Path, n_frames: int) -> dict[int, Path]:

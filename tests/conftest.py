@@ -78,11 +78,12 @@ def _load_as_train_py_does(path: Path):
     # The cache key holds the data settings: the ones train.py passes, so its runs find this parse.
     from omegaconf import OmegaConf
 
-    from fer.data.cache import load_fer2013
+    from fer.data.cache import load
+    from fer.data.reader import Fer2013, fer2013_settings
 
     data = OmegaConf.load(ROOT / "conf" / "data" / "fer2013.yaml")
     seed = OmegaConf.load(ROOT / "conf" / "train.yaml").seed
-    return load_fer2013(path, data.on_bad_row, data.val_fraction, seed)
+    return load(fer2013_settings(path, on_bad_row=data.on_bad_row, val_fraction=data.val_fraction, seed=seed), Fer2013())
 
 
 @pytest.fixture(scope="session")

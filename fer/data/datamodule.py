@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from fer.data.augment import BatchAugment
-from fer.data.cache import load_fer2013
-from fer.data.reader import resolve_data_path
+from fer.data.cache import load
+from fer.data.faceset import Reader, ReadSettings
+from fer.data.reader import Fer2013
 from fer.errors import FerError
 from fer.preprocess import center_crop, normalize
 
@@ -77,6 +78,7 @@ class FaceDataModule(L.LightningDataModule):
         test_fraction: float = 0.2,
         faces: str = "auto",
         split_names: Mapping[str, str] | None = None,  # what the data set calls its train/val/test splits
+        reader: Reader | None = None,  # the data format (conf/data/*.yaml `reader:`); None: FER2013's files
     ):
         super().__init__()
         for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -90,6 +92,7 @@ class FaceDataModule(L.LightningDataModule):
         self.input_size, self.augment, self.balanced_sampling = input_size, augment, balanced_sampling
         self.on_bad_row, self.val_fraction, self.seed, self.use_cache = on_bad_row, val_fraction, seed, use_cache
         self.test_fraction, self.faces = test_fraction, faces
+        self.reader = reader if reader is not None else Fer2013()
         self.split_names = {**GENERIC_SPLIT_NAMES, **(split_names or {})}
         self.splits: dict[str, Faces] = {}
         self.mean, self.std = 0.5, 0.25  # replaced by the training split's statistics in setup()
@@ -101,22 +104,12 @@ class FaceDataModule(L.LightningDataModule):
 
     def prepare_data(self):
         # Fail before any model or trainer is built when the data is not there.
-        self.path = str(resolve_data_path(self.path))
+        self.path = str(self.reader.locate(self.path))
 
     def setup(self, stage: str | None = None):
         if self.splits:
             return
-        data = load_fer2013(
-            self.path,
-            self.on_bad_row,
-            self.val_fraction,
-            self.seed,
-            self.use_cache,
-            self.test_fraction,
-            self.faces,
-            self.class_names,
-            self.image_size,
-        )
+        data = load(self.read_settings(), self.reader, self.use_cache)
         for name in ("train", "val", "test"):
             images, labels = data.split(name)
             self.splits[name] = Faces(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
@@ -140,6 +133,18 @@ class FaceDataModule(L.LightningDataModule):
             len(self.class_names),
             self.mean,
             self.std,
+        )
+
+    def read_settings(self) -> ReadSettings:
+        return ReadSettings(
+            path=self.path,
+            class_names=tuple(self.class_names),
+            image_size=self.image_size,
+            on_bad_row=self.on_bad_row,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+            faces=self.faces,
         )
 
     def describe(self, split: str) -> str:
