@@ -70,10 +70,10 @@ def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2
     with torch.no_grad():
         expected = model(to_network_input(images, dm.mean, dm.std, model.input_size))
         net, meta = load_network(tmp_path / "m.ckpt")
-        got = net(to_network_input(images, meta["mean"], meta["std"], meta["input_size"]))
+        got = net(to_network_input(images, meta.mean, meta.std, meta.input_size))
     assert torch.allclose(expected, got, atol=1e-5)  # channels_last vs plain layout: same maths, other summation order
-    assert meta["class_names"][3] == "Happy" and abs(meta["mean"] - dm.mean) < 1e-6
-    assert meta["net"]["arch"] == "baseline" and meta["net"]["dropout"] == 0.0  # dropout: a setting of the network
+    assert meta.class_names[3] == "Happy" and abs(meta.mean - dm.mean) < 1e-6
+    assert meta.net["arch"] == "baseline" and meta.net["dropout"] == 0.0  # dropout: a setting of the network
     reloaded = EmotionClassifier.from_checkpoint(tmp_path / "m.ckpt")
     assert len(reloaded.history) == 3
 
@@ -224,7 +224,7 @@ def test_real_run_calibrates_every_tta_mode_and_stores_the_temperatures(real_run
     assert (run_dir / "reliability.png").stat().st_size > 10_000
     best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
     _, meta = load_network(best)
-    assert meta["temperature"] == pytest.approx({k: calibration[k]["temperature"] for k in ("none", "flip", "ten_crop")})
+    assert meta.temperature == pytest.approx({k: calibration[k]["temperature"] for k in ("none", "flip", "ten_crop")})
     assert "test by TTA mode:" in r.stdout
     assert f"fitted on {EVAL_FACES} PublicTest faces, judged on {EVAL_FACES} PrivateTest faces, one pass over each" in r.stdout
 
@@ -278,7 +278,7 @@ def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_pat
     # Calibration when asked: the evaluated checkpoint is left alone; its calibrated copy goes into the new run dir.
     calibrated, _ = evaluate("calibrated", "callbacks=calibrate")
     assert calibrated["calibration"]["stored_in"] == str(tmp_path / "calibrated" / "checkpoints" / "calibrated.ckpt")
-    assert load_network(tmp_path / "calibrated" / "checkpoints" / "calibrated.ckpt")[1]["temperature"]["none"] > 0
+    assert load_network(tmp_path / "calibrated" / "checkpoints" / "calibrated.ckpt")[1].temperature["none"] > 0
     assert best.read_bytes() == before
 
 

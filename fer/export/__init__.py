@@ -29,7 +29,6 @@ from fer.infer.onnx_backend import INPUT, OUTPUT, metadata_props, open_session
 from fer.preprocess import to_network_input
 from fer.runs.atomic import replace_atomically
 from fer.runs.checkpoint import load_network
-from fer.runs.meta import stored_image_size
 
 if TYPE_CHECKING:
     import onnx
@@ -142,14 +141,14 @@ def export_onnx(
             f"{ckpt_path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
             "pass the .ckpt written by `python train.py`"
         ) from None
-    model = FaceProbabilities(net, meta["mean"], meta["std"], meta["input_size"], meta.get("temperature", {}).get("none", 1.0))
+    model = FaceProbabilities(net, meta.mean, meta.std, meta.input_size, meta.temperature_of("none"))
 
-    size = stored_image_size(meta)
+    size = meta.image_size
     proto = trace(model, size, opset)
     proto.producer_name, proto.producer_version = "fer", fer.__version__
     proto.doc_string = (
-        f"fer emotion classifier ({meta['net'].get('arch')}): {INPUT} uint8 (batch, {size}, {size}) "
-        f"grey faces -> {OUTPUT} float (batch, {len(meta['class_names'])}) in class_names order"
+        f"fer emotion classifier ({meta.arch}): {INPUT} uint8 (batch, {size}, {size}) "
+        f"grey faces -> {OUTPUT} float (batch, {len(meta.class_names)}) in class_names order"
     )
     onnx.helper.set_model_props(proto, metadata_props(meta, ckpt_path, fer.__version__))
     onnx.checker.check_model(proto)
@@ -160,4 +159,4 @@ def export_onnx(
             f"try another opset (opset={opset} now)"
         )
     write_atomically(proto, path, overwrite)
-    return path, {**meta, "difference": difference}
+    return path, {**meta.to_dict(), "difference": difference}

@@ -10,12 +10,11 @@ from torch import nn
 from fer.errors import FerError
 from fer.models import build_net
 from fer.runs.atomic import replace_atomically
-from fer.runs.meta import stored_image_size
-
-FORMAT = 1
+from fer.runs.meta import ModelMeta
 
 
 def read_checkpoint(path: str | Path) -> dict:
+    """The whole checkpoint (weights, training state, "fer" meta as stored); its meta checked by ModelMeta."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FerError(f"checkpoint not found: {path}")
@@ -30,53 +29,14 @@ def read_checkpoint(path: str | Path) -> dict:
         raise FerError(f"{path} is not a fer checkpoint (could not read it: {first})") from None
     if not isinstance(ckpt, dict) or "fer" not in ckpt or "state_dict" not in ckpt:
         raise FerError(f"{path} is not a fer checkpoint (no 'fer' entry); train one with `python train.py`")
-    problem = _meta_problem(ckpt["fer"]) or (None if isinstance(ckpt["state_dict"], dict) else "its state_dict is not a mapping")
-    if problem:
-        raise FerError(f"{path} is not a usable fer checkpoint: {problem}")
-    if ckpt["fer"].get("format", 0) > FORMAT:
-        raise FerError(f"{path} was written by a newer fer (format {ckpt['fer']['format']}); upgrade fer")
+    if not isinstance(ckpt["state_dict"], dict):
+        raise FerError(f"{path} is not a usable fer checkpoint: its state_dict is not a mapping")
+    ModelMeta.from_dict(ckpt["fer"], path)  # refuses, in one line, what the code that reads it could not use
     return ckpt
 
 
-def _meta_problem(meta) -> str | None:
-    """What is wrong with a checkpoint's "fer" entry for the code that reads it, or None."""
-    if not isinstance(meta, dict):
-        return f"its 'fer' entry is a {type(meta).__name__}, not a mapping"
-
-    def number(x):
-        return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-    def pixels(x):
-        return isinstance(x, int) and not isinstance(x, bool) and x > 0
-
-    checks = {
-        "format": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "net": lambda v: isinstance(v, dict) and isinstance(v.get("arch"), str),
-        "class_names": lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(c, str) for c in v),
-        "mean": number,
-        "std": lambda v: number(v) and v > 0,
-        "input_size": pixels,
-    }
-    # Older checkpoints lack image_size (48) and keep the face settings under "preprocess" (fer.runs.meta).
-    optional = {"format", "face", "preprocess", "image_size", "history", "temperature"}
-    checks.update(
-        {
-            "face": lambda v: v is None or isinstance(v, dict),
-            "preprocess": lambda v: v is None or isinstance(v, dict),
-            "image_size": pixels,
-            "history": lambda v: isinstance(v, list),
-            "temperature": lambda v: isinstance(v, dict) and all(number(t) and t > 0 for t in v.values()),
-        }
-    )
-    for key, ok in checks.items():
-        if key not in meta:
-            if key not in optional:
-                return f"its 'fer' entry lacks {key!r}"
-        elif not ok(meta[key]):
-            return f"its 'fer' entry has an invalid {key!r} ({str(meta[key])[:80]})"
-    if meta["input_size"] > stored_image_size(meta):
-        return f"its input_size {meta['input_size']} is larger than its image_size {stored_image_size(meta)}"
-    return None
+def read_meta(path: str | Path) -> ModelMeta:
+    return ModelMeta.from_dict(read_checkpoint(path)["fer"], Path(path).expanduser())
 
 
 def net_weights(state_dict: dict) -> dict:
@@ -84,18 +44,15 @@ def net_weights(state_dict: dict) -> dict:
     return {k[len("net.") :]: v.float() for k, v in state_dict.items() if k.startswith("net.")}
 
 
-def load_network(path: str | Path) -> tuple[nn.Module, dict]:
-    """path -> (the bare network in eval mode, meta: class_names, image_size, mean, std, input_size, face, net, ...);
-    fer.runs.meta reads what older checkpoints lack."""
+def load_network(path: str | Path) -> tuple[nn.Module, ModelMeta]:
+    """path -> (the bare network in eval mode, what the checkpoint says about it: fer.runs.meta.ModelMeta)."""
     ckpt = read_checkpoint(path)
-    meta = ckpt["fer"]
-    net = build_net(**meta["net"])
+    meta = ModelMeta.from_dict(ckpt["fer"], path)
+    net = build_net(**meta.net)
     try:
         net.load_state_dict(net_weights(ckpt["state_dict"]))
     except RuntimeError as e:
-        raise FerError(
-            f"{path}: weights do not fit the stored architecture {meta['net'].get('arch')!r} ({mismatch(e)})"
-        ) from None
+        raise FerError(f"{path}: weights do not fit the stored architecture {meta.arch!r} ({mismatch(e)})") from None
     return net.eval(), meta
 
 
@@ -116,13 +73,14 @@ def save_slim(src: str | Path, dst: str | Path, half: bool = True, meta_updates:
     weights = {
         k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items() if k.startswith("net.")
     }
+    meta = ModelMeta.from_dict(ckpt["fer"], src).replace(**(meta_updates or {}))
     dst = Path(dst)
-    _save_atomically({"fer": {**ckpt["fer"], **(meta_updates or {})}, "state_dict": weights}, dst)
+    _save_atomically({"fer": meta.to_dict(), "state_dict": weights}, dst)
     return dst
 
 
-def update_meta(path: str | Path, **entries) -> None:
-    """Add entries to a checkpoint's "fer" meta in place (the temperatures fitted after training)."""
+def update_meta(path: str | Path, **changes) -> None:
+    """Change a checkpoint's "fer" meta in place (the temperatures fitted after training); the rest stays."""
     ckpt = read_checkpoint(path)
-    ckpt["fer"].update(entries)
+    ckpt["fer"] = ModelMeta.from_dict(ckpt["fer"], path).replace(**changes).to_dict()
     _save_atomically(ckpt, Path(path))

@@ -21,6 +21,7 @@ from fer.errors import FerError
 from fer.paths import in_project
 from fer.rundir import holds_run, occupied_message
 from fer.runs.checkpoint import read_checkpoint
+from fer.runs.meta import ModelMeta
 from fer.runs.saving import AtomicCheckpointIO
 from fer.train import precision, warmstart
 from fer.train.instantiators import instantiate_callbacks, instantiate_loggers
@@ -123,7 +124,7 @@ def _build_model(cfg: DictConfig, datamodule) -> tuple[EmotionClassifier, Path |
         elif init_from:
             start = warmstart.load_initial_weights(model, init_from)
             # The weights expect the faces normalised as they were trained; keep that, not this data's statistics.
-            datamodule.pin_preprocessing(float(start["mean"]), float(start["std"]), model.input_size)
+            datamodule.pin_preprocessing(start.mean, start.std, model.input_size)
         return model, init_from
     if init_from:
         raise FerError(
@@ -282,11 +283,11 @@ def _no_events_unless_an_epoch_ran(loggers, run_dir: Path, model: EmotionClassif
 
 def _check_resumable(ckpt_path: str, model: EmotionClassifier):
     ckpt = read_checkpoint(ckpt_path)
-    meta = ckpt["fer"]
-    if meta["net"] != model.net_spec:
-        arch = meta["net"].get("arch")
+    meta = ModelMeta.from_dict(ckpt["fer"], ckpt_path)
+    if meta.net != model.net_spec:
+        arch = meta.arch
         raise FerError(
-            f"{ckpt_path} holds a {arch!r} network with {meta['net']}, but this config builds {model.net_spec}; "
+            f"{ckpt_path} holds a {arch!r} network with {meta.net}, but this config builds {model.net_spec}; "
             f"resume with the run's own settings (model={arch} and its overrides)"
         )
     if not {"pytorch-lightning_version", "optimizer_states", "loops"} <= ckpt.keys():
