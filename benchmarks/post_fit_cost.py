@@ -71,7 +71,7 @@ def main():
     torch.set_num_threads(torch.get_num_threads())
     data = load(fer2013_settings(default_data_path(ROOT)), Fer2013())
     net, meta = load_network(args.ckpt)
-    mean, std, size = meta["mean"], meta["std"], meta["input_size"]
+    mean, std, size = meta.mean, meta.std, meta.input_size
     faces = {name: tuple(torch.from_numpy(a) for a in data.split(name)) for name in ("train", "val", "test")}
     splits = [faces["val"], faces["test"]]
     before, after, train = [], [], []
@@ -79,11 +79,15 @@ def main():
         before.append(timed(lambda: per_mode(net, splits, mean, std, size))[1])
         after.append(timed(lambda: one_pass(net, splits, mean, std, size))[1])
         train.append(timed(lambda: train_split_score(net, faces["train"][0], mean, std, size))[1])
+        print(
+            f"calibration per mode {before[-1]:.1f} s, in one pass {after[-1]:.1f} s; Training split {train[-1]:.1f} s",
+            flush=True,
+        )
     result = {
         "command": "python benchmarks/post_fit_cost.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "cpu": _cpu(),
-        "model": meta["net"]["arch"],
+        "model": meta.arch,
         "faces": {name: len(f[1]) for name, f in faces.items()},
         "calibration_s": {"before_per_mode_passes": round(min(before), 1), "after_one_pass": round(min(after), 1)},
         "calibration_speedup": round(min(before) / min(after), 2),
