@@ -29,10 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # the figure goes to a file: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fer import plots  # noqa: E402  (sets the Agg backend before pyplot is imported)
-from fer.checkpoint import read_checkpoint  # noqa: E402
+from fer.runs.checkpoint import read_checkpoint  # noqa: E402
+from fer.train import plots  # noqa: E402
 
 
 def load_run(run_dir: Path, train_minutes: float | None = None) -> dict:

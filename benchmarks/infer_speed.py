@@ -85,10 +85,10 @@ print(json.dumps({"frames": frames, "faces": faces, "seconds": seconds, "stages"
 
 
 def test_faces():
-    from fer.data.cache import load_fer2013
-    from fer.data.reader import default_data_path
+    from fer.data.cache import load
+    from fer.data.reader import Fer2013, default_data_path, fer2013_settings
 
-    return load_fer2013(default_data_path(ROOT)).split("test")[0]
+    return load(fer2013_settings(default_data_path(ROOT)), Fer2013()).split("test")[0]
 
 
 def make_videos(folder: Path, n_frames: int) -> dict[int, Path]:
@@ -113,7 +113,7 @@ def random_checkpoint(folder: Path, model_name: str = "regularized") -> Path:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from fer.module import EmotionClassifier
+    from fer.train.module import EmotionClassifier
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model_name}"])

@@ -5,7 +5,7 @@
 
 Each path is a sweep dir (every finished job in it) or a run dir (its metrics.json). --recorded
 adds seeds measured in an earlier session whose run dirs are gone (outputs/ does not outlive a
-session): a JSON list of fer.sweep.seed_figures dicts, each with its "seed" and a "source" line.
+session): a JSON list of fer.train.sweep.seed_figures dicts, each with its "seed" and a "source" line.
 Writes benchmarks/results/seeds_<NAME>.json and prints a row per seed and their mean. Figures as in a sweep's
 summary: test_acc without TTA, macro-F1 and ECE (after temperature scaling) with the run's model.tta.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fer.sweep import SPREAD_FIGURES, format_spread, read_job, seed_figures, spread, summarize_sweep  # noqa: E402
+from fer.train.sweep import SPREAD_FIGURES, format_spread, read_job, seed_figures, spread, summarize_sweep  # noqa: E402
 
 
 def runs_in(path: Path) -> list[dict]:

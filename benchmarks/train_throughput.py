@@ -32,19 +32,20 @@ import torch.nn.functional as F  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from fer import precision  # noqa: E402
-from fer.data.cache import load_fer2013  # noqa: E402
+from fer.data.cache import load  # noqa: E402
+from fer.data.reader import Fer2013, fer2013_settings  # noqa: E402
 from fer.preprocess import normalize  # noqa: E402
+from fer.train import precision  # noqa: E402
 
 
 def data_times(path: str) -> dict:
     with tempfile.TemporaryDirectory() as d:
         os.environ["FER_CACHE_DIR"] = d
         t = time.perf_counter()
-        load_fer2013(path)
+        load(fer2013_settings(path), Fer2013())
         first = time.perf_counter() - t
         t = time.perf_counter()
-        load_fer2013(path)
+        load(fer2013_settings(path), Fer2013())
         cached = time.perf_counter() - t
     del os.environ["FER_CACHE_DIR"]
     return {"first_parse_s": round(first, 2), "cached_load_s": round(cached, 3)}

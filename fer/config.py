@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer.errors import FerError
 
-# Lightning's precision values that train here; "auto" is fer.precision's choice. Lightning's "-true" half
+# Lightning's precision values that train here; "auto" is fer.train.precision's choice. Lightning's "-true" half
 # precisions and 64 are refused: the data, the loss and BatchNorm of these models run in fp32 or mixed only.
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed")
 

@@ -72,3 +72,34 @@ def eval_logits(
         logits = forward(torch.cat(group) if len(group) > 1 else group[0]).view(len(group), len(x), -1).sum(0)
         total = logits if total is None else total + logits
     return total / len(vs)
+
+
+def every_mode_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, input_size: int, modes=TTA_MODES
+) -> dict[str, torch.Tensor]:
+    """(B, 1, S, S) normalised faces -> {mode: (B, classes) logits} for every mode asked, from one set of
+    forward passes: ten_crop's views include the centre crop and its mirror image, which are all that
+    `none` and `flip` look at, so the three modes cost ten views a face, not thirteen."""
+    import torch
+
+    modes = [check_mode(m) for m in modes]
+    widest = "ten_crop" if "ten_crop" in modes else "flip" if "flip" in modes else "none"
+    vs = views(x, input_size, widest)
+    per_pass = max(1, MAX_BATCH // max(len(x), 1))
+    per_view = torch.cat(
+        [
+            forward(torch.cat(vs[i : i + per_pass])).view(len(vs[i : i + per_pass]), len(x), -1)
+            for i in range(0, len(vs), per_pass)
+        ]
+    )  # (V, B, classes)
+    # views(): the crops, then their mirror images; the centre crop is the last crop.
+    centre, mirrored = len(vs) // 2 - 1 if widest != "none" else 0, len(vs) - 1
+    out = {}
+    for mode in modes:
+        if mode == "none":
+            out[mode] = per_view[centre]
+        elif mode == "flip":
+            out[mode] = (per_view[centre] + per_view[mirrored]) / 2
+        else:
+            out[mode] = per_view.mean(0)
+    return out

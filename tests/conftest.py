@@ -78,11 +78,12 @@ def _load_as_train_py_does(path: Path):
     # The cache key holds the data settings: the ones train.py passes, so its runs find this parse.
     from omegaconf import OmegaConf
 
-    from fer.data.cache import load_fer2013
+    from fer.data.cache import load
+    from fer.data.reader import Fer2013, fer2013_settings
 
     data = OmegaConf.load(ROOT / "conf" / "data" / "fer2013.yaml")
     seed = OmegaConf.load(ROOT / "conf" / "train.yaml").seed
-    return load_fer2013(path, data.on_bad_row, data.val_fraction, seed)
+    return load(fer2013_settings(path, on_bad_row=data.on_bad_row, val_fraction=data.val_fraction, seed=seed), Fer2013())
 
 
 @pytest.fixture(scope="session")
@@ -178,8 +179,8 @@ def net_kwargs(arch: str = "regularized", **changes) -> dict:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     """A fer checkpoint with untrained weights (no training needed): for loading and inference tests."""
-    from fer.labels import EMOTIONS
-    from fer.module import EmotionClassifier
+    from fer.data.labels import EMOTIONS
+    from fer.train.module import EmotionClassifier
 
     torch.manual_seed(0)
     model = EmotionClassifier(net=model_net("regularized"), class_names=EMOTIONS, image_size=48, input_size=44).eval()

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from fer.calibration import fit_temperature, reliability
 from fer.errors import FerError
 from fer.infer.classify import FaceClassifier
 from fer.models import build_net
 from fer.preprocess import center_crop
+from fer.train.calibration import fit_temperature, reliability
 from fer.tta import check_mode, eval_logits, views
 
 from conftest import net_kwargs
@@ -75,7 +75,7 @@ def test_ece_agrees_with_torchmetrics_and_scaling_lowers_it():
 
 
 def test_inference_divides_by_the_stored_temperature_of_its_tta_mode(random_checkpoint):
-    from fer.checkpoint import save_slim
+    from fer.runs.checkpoint import save_slim
 
     ckpt = save_slim(
         random_checkpoint,

@@ -306,7 +306,7 @@ def test_a_failing_sweep_job_is_reported_and_the_others_still_run(tiny_csv, tmp_
 
 
 def test_sweep_jobs_are_labelled_by_what_sets_them_apart():
-    from fer.sweep import _distinguishing_labels
+    from fer.train.sweep import _distinguishing_labels
 
     rows = [
         {"job": f"{i}_x", "overrides": f"experiment=paper_regularized model.net.dropout={d} seed=1"}
@@ -317,7 +317,7 @@ def test_sweep_jobs_are_labelled_by_what_sets_them_apart():
 
 
 def test_jobs_that_differ_only_in_seed_get_a_mean_and_spread(tmp_path):
-    from fer.sweep import seed_spread, write_summary
+    from fer.train.sweep import seed_spread, write_summary
 
     def job(i, seed, dropout, acc):
         cal = {

@@ -7,10 +7,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from fer import precision
 from fer.data.datamodule import FER2013DataModule
-from fer.labels import EMOTIONS
-from fer.module import EmotionClassifier
+from fer.data.labels import EMOTIONS
+from fer.models import list_models
+from fer.train import precision
+from fer.train.module import EmotionClassifier
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -25,9 +26,9 @@ def make(overrides):
 
 
 def test_groups_have_the_documented_options():
-    assert options("model") == ["baseline", "regularized", "vgg"]
+    assert {make([f"model={m}"]).model.net.arch for m in options("model")} == set(list_models())
     assert {"default", "gpu", "ddp"} <= set(options("trainer"))
-    assert options("data") == ["fer2013", "folders"] and options("preprocess") == ["default"]
+    assert {"fer2013", "folders"} <= set(options("data")) and options("preprocess") == ["default"]
     assert {"default", "early_stopping", "ema", "freeze_features"} <= set(options("callbacks"))
     assert options("logger") == ["csv", "tensorboard"]
 
@@ -68,7 +69,7 @@ def test_imbalance_options_reach_the_loss_and_the_sampler(imbalance, class_weigh
 
 def test_default_trainer_instantiates_and_takes_direct_overrides():
     cfg = make(["trainer.max_epochs=1", "trainer.limit_train_batches=5"])
-    chosen, _ = precision.choose(cfg.trainer.precision, cfg.trainer.accelerator)  # what fer.training does with "auto"
+    chosen, _ = precision.choose(cfg.trainer.precision, cfg.trainer.accelerator)  # what fer.train.run does with "auto"
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, precision=chosen)
     assert isinstance(trainer, L.Trainer) and trainer.max_epochs == 1 and trainer.limit_train_batches == 5
     assert trainer.precision == ("bf16-mixed" if precision.cpu_has_native_bfloat16() else "32-true")
@@ -117,7 +118,7 @@ def instantiated(overrides, run_dir):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from fer.instantiators import instantiate_callbacks, instantiate_loggers
+    from fer.train.instantiators import instantiate_callbacks, instantiate_loggers
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -140,7 +141,9 @@ def instantiated(overrides, run_dir):
 def test_callbacks_options_add_to_the_runs_own(tmp_path, overrides, added):
     callbacks, _ = instantiated(overrides, tmp_path)
     names = [type(c).__name__ for c in callbacks]
-    assert names[:5] == ["RunCheckpoint", "RunCheckpoint", "RunRecord", "FaceSettings", "ShardReport"] and set(names[5:]) == added
+    own = ["RunCheckpoint", "RunCheckpoint", "RunRecord", "FaceSettings", "ShardReport"]
+    reports = ["TrainSplitScore", "Calibrate", "WarmStartComparison", "Figures", "MetricsJson"]
+    assert names[:10] == own + reports and set(names[10:]) == added
     best, last = callbacks[:2]
     assert (best.monitor, best.dirpath, last.monitor, last.dirpath) == (
         "val/acc",
@@ -169,7 +172,7 @@ def test_the_model_base_is_shared_and_not_a_model():
     assert "base" not in options("model")
     for model in options("model"):
         cfg = make([f"model={model}"]).model
-        assert cfg._target_ == "fer.module.EmotionClassifier" and cfg.channels_last and cfg.tta == "none"
+        assert cfg._target_ == "fer.train.module.EmotionClassifier" and cfg.channels_last and cfg.tta == "none"
         assert "dropout" in cfg.net and "dropout" not in cfg  # model.net.dropout
         assert cfg.scheduler is not None or "scheduler_interval" not in cfg  # no setting without a scheduler to read it
     assert make(["model=vgg"]).model.net.dropout == make(["model=regularized"]).model.net.dropout  # vgg inherits it

@@ -20,6 +20,8 @@ from conftest import ROOT, run_cli
 from hard_scenes import SIZE, hard_scenes, matches, plant
 from scenes import background, place_faces
 
+DETECTORS = sorted(p.stem for p in (ROOT / "conf" / "detector").glob("*.yaml"))  # the options conf/ offers
+
 # Measured on these scenes (60 frames, 120 faces of 60-300 px, seed 7); the thresholds leave a margin.
 SCENES = 60
 
@@ -264,7 +266,7 @@ def test_infer_boxes_a_turned_covered_face_that_viola_jones_misses(images, retin
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["detector=foo"], "detector=foo: no such detector; choose one of haar, retinaface"),
+        (["detector=foo"], f"detector=foo: no such detector; choose one of {', '.join(DETECTORS)}"),
         (["detector.threshold=1.5"], "detector.threshold is a face score between 0 and 1"),
         (["detector.threshold=0"], "detector.threshold is a face score between 0 and 1"),
     ],

@@ -212,7 +212,7 @@ def faces(fer2013):
 @pytest.fixture(scope="module")
 def own_faces(fer2013):
     """A user's labelled faces as my_faces/<Emotion>/*.png would hold them: 10 each of three classes."""
-    from fer.labels import EMOTIONS
+    from fer.data.labels import EMOTIONS
 
     images, labels = fer2013.split("test")
     return {EMOTIONS[c]: images[labels == c][:10] for c in (3, 4, 6)}

@@ -11,14 +11,14 @@ import onnx
 import pytest
 import torch
 
+from fer.data.labels import EMOTIONS
 from fer.errors import FerError
 from fer.export import export_onnx
 from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector
 from fer.infer.onnx_backend import MARKER, OnnxFaceClassifier
 from fer.infer.retinaface import RetinaFaceDetector
-from fer.labels import EMOTIONS
-from fer.meta import stored_face
+from fer.runs.meta import ModelMeta
 
 from conftest import run_cli
 from scenes import background, detectable, drifting_faces, write_video
@@ -58,14 +58,14 @@ def test_onnxruntime_gives_torchs_probabilities_on_real_faces(real_faces, backen
 
 
 def test_the_model_carries_what_inference_needs(exported):
-    from fer.checkpoint import read_checkpoint
+    from fer.runs.checkpoint import read_checkpoint
 
     ckpt, path = exported
     meta = read_checkpoint(ckpt)["fer"]
     model = onnx.load(path)
     props = {p.key: p.value for p in model.metadata_props}
     assert props[MARKER] == "1" and model.producer_name == "fer"
-    expected = {**meta, "face": stored_face(meta)}  # the face settings under their name, from older checkpoints too
+    expected = ModelMeta.from_dict(meta, ckpt).to_dict()  # the face settings under their name, from older checkpoints too
     for key in ("class_names", "mean", "std", "input_size", "face", "net", "image_size"):
         assert json.loads(props[key]) == expected[key], key
     [faces], [probs] = model.graph.input, model.graph.output
@@ -73,9 +73,9 @@ def test_the_model_carries_what_inference_needs(exported):
     assert [d.dim_param or d.dim_value for d in probs.type.tensor_type.shape.dim] == ["batch", len(EMOTIONS)]
 
     classifier = OnnxFaceClassifier.from_file(path)  # the ONNX backend reads all of it from the model alone
-    assert classifier.class_names == meta["class_names"] and classifier.face == stored_face(meta)
+    assert classifier.class_names == meta["class_names"] and classifier.face == expected["face"]
     assert (classifier.mean, classifier.std, classifier.input_size) == (meta["mean"], meta["std"], meta["input_size"])
-    assert classifier.image_size == meta["image_size"] == 48
+    assert classifier.image_size == expected["image_size"] == 48
 
 
 def test_an_export_from_before_issue_16_still_runs(exported, tmp_path):

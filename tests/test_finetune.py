@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from fer.data.faceset import BadRows
 from fer.data.folders import read_folders
-from fer.data.reader import _BadRows
-from fer.labels import EMOTIONS
+from fer.data.labels import EMOTIONS
 
 from conftest import ROOT, run_cli
 from scenes import background, place_faces
@@ -57,7 +57,7 @@ def test_class_folders_hold_out_a_stratified_test_split_and_report_pictures_with
 
     with caplog.at_level(logging.WARNING):
         data = read_folders(
-            root, _BadRows(root, "error"), val_fraction=0.1, seed=0, test_fraction=0.2, face_finder=finder, **FER2013_FACES
+            root, BadRows(root, "error"), val_fraction=0.1, seed=0, test_fraction=0.2, face_finder=finder, **FER2013_FACES
         )
     assert len(found) == 3 * 2 + 1  # only the photos went to the face finder; 48x48 pictures are crops already
     assert data.no_face == ["happy/no_face.jpg"]
@@ -65,9 +65,9 @@ def test_class_folders_hold_out_a_stratified_test_split_and_report_pictures_with
     assert len(data.labels) == 30
     for c in (3, 4, 6):  # happy, sad, neutral: 2 of 10 tested, 1 of the other 8 validates
         assert [int(((data.labels == c) & (data.splits == s)).sum()) for s in range(3)] == [7, 1, 2]
-    again = read_folders(root, _BadRows(root, "error"), 0.1, 0, 0.2, face_finder=finder, **FER2013_FACES)
+    again = read_folders(root, BadRows(root, "error"), 0.1, 0, 0.2, face_finder=finder, **FER2013_FACES)
     assert np.array_equal(again.splits, data.splits)  # seeded: the same faces are held out every time
-    whole = read_folders(root, _BadRows(root, "error"), 0.1, 0, 0.2, faces="whole", face_finder=finder, **FER2013_FACES)
+    whole = read_folders(root, BadRows(root, "error"), 0.1, 0, 0.2, faces="whole", face_finder=finder, **FER2013_FACES)
     assert len(whole.labels) == 31 and whole.no_face == []
 
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from fer.data.labels import EMOTIONS
 from fer.errors import FerError
 from fer.infer.app import face_settings, given_face_keys, run
 from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector, iou
 from fer.infer.draw import EMOTION_COLOURS, SMALLEST_READABLE_SIDE
 from fer.infer.retinaface import RetinaFaceDetector
-from fer.labels import EMOTIONS
 
 from conftest import ROOT, run_cli
 from scenes import background, detectable, drifting_faces, place_faces, write_video

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer.data.labels import EMOTIONS
 from fer.infer.align import FaceAligner, cut_square
 from fer.infer.classify import FaceClassifier
 from fer.infer.detect import FaceDetector, HaarDetector, iou
@@ -15,7 +16,6 @@ from fer.infer.faces import FaceResult
 from fer.infer.pipeline import Pipeline
 from fer.infer.sources import open_source
 from fer.infer.track import FaceTracker
-from fer.labels import EMOTIONS
 from fer.preprocess import square_grey_face, to_grey
 
 from scenes import FACE_SCALE, detectable, place_faces

@@ -6,7 +6,7 @@ import pickle
 import pytest
 
 from fer.errors import FerError, exit_on_user_error, first_line, task_exits_on_user_error
-from fer.sweep import summarize_sweep
+from fer.train.sweep import summarize_sweep
 
 LONG_REFUSAL = (
     "data.batch_size must be a positive whole number, not 0: it is the number of faces in one training "
@@ -45,7 +45,7 @@ def test_every_entry_point_ends_a_users_error_with_one_line_and_exit_code_2(caps
         try:
             raise FerError("model.net.dropout must be in [0, 1)")
         except FerError as refusal:
-            raise RuntimeError("Error in call to target 'fer.module.EmotionClassifier'") from refusal
+            raise RuntimeError("Error in call to target 'fer.train.module.EmotionClassifier'") from refusal
 
     with pytest.raises(SystemExit) as e, exit_on_user_error():
         build()

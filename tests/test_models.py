@@ -3,7 +3,10 @@ import torch
 from torch import nn
 
 from fer.errors import FerError
-from fer.models import BaselineCNN, RegularizedCNN, VGGFace, build_net
+from fer.models import ARCHITECTURES, build_net, list_models, register_model
+from fer.models.baseline import BaselineCNN
+from fer.models.regularized import RegularizedCNN
+from fer.models.vgg import VGGFace
 
 from conftest import net_kwargs
 
@@ -50,3 +53,27 @@ def test_vgg_stacks_its_stages_and_keeps_the_head_small(global_pool):
     assert net.eval()(torch.zeros(2, 1, 44, 44)).shape == (2, 7)
     with pytest.raises(FerError, match="nothing of a 8 px input"):
         build_net("vgg", **net_kwargs("vgg", input_size=8))
+
+
+def test_every_model_file_registers_itself_and_every_model_config_names_a_registered_one():
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT
+
+    assert {"baseline", "regularized", "vgg"} <= set(list_models())
+    options = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        archs = {compose("train", overrides=[f"model={m}"]).model.net.arch for m in options}
+    assert archs == set(list_models())  # a registered model without a YAML, or a YAML naming no model, fails here
+    for arch in list_models():
+        assert ARCHITECTURES[arch].__module__ == f"fer.models.{arch}"  # registered where it is defined
+
+
+def test_an_architecture_is_registered_once():
+    with pytest.raises(FerError, match="registered twice"):
+
+        @register_model("baseline")
+        class Impostor(nn.Module):
+            pass
+
+    assert ARCHITECTURES["baseline"] is BaselineCNN

@@ -13,9 +13,11 @@ from pathlib import Path
 import cv2
 import pytest
 
-from fer.labels import EMOTIONS
+from fer.data.labels import EMOTIONS
 
 from conftest import ROOT, run_cli
+
+DETECTORS = sorted(p.stem for p in (ROOT / "conf" / "detector").glob("*.yaml"))  # the options conf/ offers
 
 SHIPPED = "fer/weights/fer2013_regularized.ckpt"
 
@@ -38,7 +40,7 @@ def test_the_module_and_the_script_report_a_users_error_alike(tmp_path):
     for args in (["-m", "fer.infer"], [str(ROOT / "infer.py")]):
         r = run_cli([*args, "detector=nope"], cwd=tmp_path, env=only_on_path(ROOT))
         assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-            "error: detector=nope: no such detector; choose one of haar, retinaface (conf/detector/)"
+            f"error: detector=nope: no such detector; choose one of {', '.join(DETECTORS)} (conf/detector/)"
         ], r.stderr[-2000:]
 
 

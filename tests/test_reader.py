@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fer.data.cache import load_fer2013
-from fer.data.reader import read_fer2013
+from fer.data.cache import load
+from fer.data.reader import Fer2013, fer2013_settings, read_fer2013
 from fer.errors import FerError
 
 from conftest import random_rows, write_csv
@@ -133,13 +133,13 @@ def test_missing_file_message_says_how_to_get_fer2013(tmp_path):
 
 def test_cache_reloads_and_notices_a_changed_file(tmp_path):
     path = write_csv(tmp_path / "f.csv", random_rows(seed=1))
-    first = load_fer2013(path)
+    first = load(fer2013_settings(path), Fer2013())
     assert len(list(_cache_files())) >= 1
-    again = load_fer2013(path)
+    again = load(fer2013_settings(path), Fer2013())
     assert np.array_equal(first.images, again.images)
     write_csv(path, random_rows(n_per_split=7, seed=2))
     os.utime(path, ns=(1, 1))  # a different mtime and size: a different key
-    changed = load_fer2013(path)
+    changed = load(fer2013_settings(path), Fer2013())
     assert len(changed.labels) == 21
 
 
@@ -147,10 +147,10 @@ def test_a_fer2013_files_parse_is_reused_for_any_seed(tmp_path, monkeypatch):
     # A FER2013 file's split is its Usage column: another seed (`seed=43`) must not parse 300 MB again.
     monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path / "cache"))
     path = write_csv(tmp_path / "f.csv", random_rows(seed=1))
-    load_fer2013(path, seed=42, val_fraction=0.1)
-    load_fer2013(path, seed=43, val_fraction=0.2)
+    load(fer2013_settings(path, seed=42, val_fraction=0.1), Fer2013())
+    load(fer2013_settings(path, seed=43, val_fraction=0.2), Fer2013())
     assert len(list(_cache_files())) == 1
-    load_fer2013(path, on_bad_row="skip")  # what is read differs: a parse of its own
+    load(fer2013_settings(path, on_bad_row="skip"), Fer2013())  # what is read differs: a parse of its own
     assert len(list(_cache_files())) == 2
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer import atomic
-from fer.checkpoint import read_checkpoint
-from fer.checkpointing import RunCheckpoint
 from fer.errors import FerError
-from fer.resume import _overlay
-from fer.rundir import RunDirTaken, claim, release
+from fer.runs import atomic
+from fer.runs.checkpoint import read_checkpoint
+from fer.runs.resume import _overlay
+from fer.runs.rundir import RunDirTaken, claim, release
+from fer.runs.saving import RunCheckpoint
 
 from conftest import ROOT, SHRINK, run_cli
 from test_cli import assert_clean_error
@@ -238,18 +238,14 @@ def test_a_moved_run_dir_resumes_into_itself_and_touches_nothing_outside(finishe
 def test_a_run_folder_sets_settings_only_never_targets_hydra_or_where_files_go():
     base = {
         "seed": 42,
-        "model": {"_target_": "fer.module.EmotionClassifier", "net": {"dropout": 0.4}, "scheduler": {"_target_": "x"}},
-        "callbacks": {
-            "best_checkpoint": {"_target_": "fer.checkpointing.RunCheckpoint", "dirpath": "${hydra:runtime.output_dir}"}
-        },
+        "model": {"_target_": "fer.train.module.EmotionClassifier", "net": {"dropout": 0.4}, "scheduler": {"_target_": "x"}},
+        "callbacks": {"best_checkpoint": {"_target_": "fer.runs.saving.RunCheckpoint", "dirpath": "${hydra:runtime.output_dir}"}},
         "data": {"path": "${oc.env:FER2013_PATH,data/fer2013.csv}"},
     }
     saved = {
         "seed": 7,
-        "model": {"_target_": "fer.module.EmotionClassifier", "net": {"dropout": 0.2}},  # scheduler deleted by the run
-        "callbacks": {
-            "best_checkpoint": {"_target_": "fer.checkpointing.RunCheckpoint", "dirpath": "${hydra:runtime.output_dir}"}
-        },
+        "model": {"_target_": "fer.train.module.EmotionClassifier", "net": {"dropout": 0.2}},  # scheduler deleted by the run
+        "callbacks": {"best_checkpoint": {"_target_": "fer.runs.saving.RunCheckpoint", "dirpath": "${hydra:runtime.output_dir}"}},
         "data": {"path": "/data/fer2013.csv"},
     }
     refused = []
@@ -344,7 +340,7 @@ def test_a_run_dir_is_claimed_once_and_a_resume_waits_for_no_one(tmp_path):
 
 def subprocess_claim(run_dir: Path, resuming: bool):
     # Another process, as another command would be: the flock is per open file, not per process.
-    code = f"from fer.rundir import claim; claim({str(run_dir)!r}, resuming={resuming})"
+    code = f"from fer.runs.rundir import claim; claim({str(run_dir)!r}, resuming={resuming})"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     if r.returncode:
         raise RunDirTaken(r.stderr.strip().splitlines()[-1])

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from fer.data.datamodule import EvalShardSampler
-from fer.distributed import JOB_ENV, brief_workers, worker_argv
+from fer.train.distributed import JOB_ENV, brief_workers, worker_argv
 
 from conftest import run_cli
 from test_cli import assert_clean_error

@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from fer import sweep
 from fer.errors import FerError
 from fer.search.space import grid, parse_space
+from fer.train import sweep
 
 from conftest import ROOT, SHRINK, run_cli
 

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fer.checkpoint import read_checkpoint
 from fer.data.datamodule import FaceDataModule
 from fer.errors import FerError
+from fer.runs.checkpoint import read_checkpoint
 
 from conftest import run_cli
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fer.checkpoint import load_network
 from fer.preprocess import to_network_input
+from fer.runs.checkpoint import load_network
 
 from conftest import ROOT, run_cli
 
@@ -42,31 +42,32 @@ def test_the_readme_quotes_the_shipped_files_figures_everywhere():
 def test_shipped_model_is_small_and_self_contained():
     assert SHIPPED.stat().st_size < 5_000_000
     net, meta = load_network(SHIPPED)
-    assert meta["net"]["arch"] == "regularized" and meta["class_names"][3] == "Happy"
-    assert set(meta["temperature"]) == {"none", "flip", "ten_crop"}  # calibrated on PublicTest for every TTA mode
+    assert meta.net["arch"] == "regularized" and meta.class_names[3] == "Happy"
+    assert set(meta.temperature) == {"none", "flip", "ten_crop"}  # calibrated on PublicTest for every TTA mode
 
 
 def test_the_shipped_file_is_read_as_written_before_issue_16():
     # Not rewritten: its face settings stay under "preprocess" and it names no image size (FER2013's 48).
     from fer.infer.classify import FaceClassifier
-    from fer.module import EmotionClassifier
+    from fer.train.module import EmotionClassifier
 
+    stored = torch.load(SHIPPED, weights_only=True)["fer"]
+    assert "face" not in stored and "image_size" not in stored
     _, meta = load_network(SHIPPED)
-    assert "face" not in meta and "image_size" not in meta
     classifier = FaceClassifier.from_checkpoint(SHIPPED)
-    assert classifier.image_size == 48 and classifier.face == meta["preprocess"]
+    assert classifier.image_size == meta.image_size == 48 and classifier.face == meta.face == stored["preprocess"]
     assert EmotionClassifier.from_checkpoint(SHIPPED).image_size == 48
 
 
 def test_evaluating_the_shipped_model_normalises_as_its_training_did():
     # train.py train=false builds the LightningModule from the checkpoint; the slim shipped file
     # stores the statistics only in its `fer` entry, not as buffers.
-    from fer.module import EmotionClassifier
+    from fer.train.module import EmotionClassifier
 
     model = EmotionClassifier.from_checkpoint(SHIPPED)
     _, meta = load_network(SHIPPED)
-    assert float(model.pixel_mean) == pytest.approx(meta["mean"]) and float(model.pixel_std) == pytest.approx(meta["std"])
-    assert abs(meta["mean"] - 0.5) > 0.01  # the real statistics, not the defaults
+    assert float(model.pixel_mean) == pytest.approx(meta.mean) and float(model.pixel_std) == pytest.approx(meta.std)
+    assert abs(meta.mean - 0.5) > 0.01  # the real statistics, not the defaults
 
 
 @pytest.mark.slow
@@ -76,7 +77,7 @@ def test_shipped_model_privatetest_accuracy_matches_the_readme(fer2013):
     preds = []
     with torch.no_grad():
         for i in range(0, len(labels), 512):
-            x = to_network_input(torch.from_numpy(images[i : i + 512]), meta["mean"], meta["std"], meta["input_size"])
+            x = to_network_input(torch.from_numpy(images[i : i + 512]), meta.mean, meta.std, meta.input_size)
             preds.append(net(x).argmax(1).numpy())
     acc = 100 * float((np.concatenate(preds) == labels).mean())
     assert abs(acc - readme_test_accuracy()) <= 0.5, acc

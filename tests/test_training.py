@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fer.checkpoint import load_network
-from fer.module import EmotionClassifier
 from fer.preprocess import to_network_input
+from fer.runs.checkpoint import load_network
+from fer.train.module import EmotionClassifier
 
 from conftest import run_cli
 
@@ -70,10 +70,10 @@ def test_short_fit_on_real_faces_lowers_the_loss_and_checkpoint_round_trips(fer2
     with torch.no_grad():
         expected = model(to_network_input(images, dm.mean, dm.std, model.input_size))
         net, meta = load_network(tmp_path / "m.ckpt")
-        got = net(to_network_input(images, meta["mean"], meta["std"], meta["input_size"]))
+        got = net(to_network_input(images, meta.mean, meta.std, meta.input_size))
     assert torch.allclose(expected, got, atol=1e-5)  # channels_last vs plain layout: same maths, other summation order
-    assert meta["class_names"][3] == "Happy" and abs(meta["mean"] - dm.mean) < 1e-6
-    assert meta["net"]["arch"] == "baseline" and meta["net"]["dropout"] == 0.0  # dropout: a setting of the network
+    assert meta.class_names[3] == "Happy" and abs(meta.mean - dm.mean) < 1e-6
+    assert meta.net["arch"] == "baseline" and meta.net["dropout"] == 0.0  # dropout: a setting of the network
     reloaded = EmotionClassifier.from_checkpoint(tmp_path / "m.ckpt")
     assert len(reloaded.history) == 3
 
@@ -224,12 +224,9 @@ def test_real_run_calibrates_every_tta_mode_and_stores_the_temperatures(real_run
     assert (run_dir / "reliability.png").stat().st_size > 10_000
     best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
     _, meta = load_network(best)
-    assert meta["temperature"] == pytest.approx({k: calibration[k]["temperature"] for k in ("none", "flip", "ten_crop")})
+    assert meta.temperature == pytest.approx({k: calibration[k]["temperature"] for k in ("none", "flip", "ten_crop")})
     assert "test by TTA mode:" in r.stdout
-    assert (
-        f"fitted on {EVAL_FACES} PublicTest faces, judged on {EVAL_FACES} PrivateTest faces" in r.stdout
-        and "calibrating 3/3: tta=ten_crop" in r.stdout
-    )
+    assert f"fitted on {EVAL_FACES} PublicTest faces, judged on {EVAL_FACES} PrivateTest faces, one pass over each" in r.stdout
 
 
 @pytest.mark.xdist_group("real_run")  # its module-scoped real_run, made once, on one worker
@@ -251,26 +248,38 @@ def test_tensorboard_holds_per_epoch_metrics_confusion_images_and_hparams(real_r
 def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_path):
     run_dir, _ = real_run
     best = next((run_dir / "checkpoints").glob("best-*.ckpt"))
-    r = run_cli(
-        [
-            "train.py",
-            "train=false",
-            f"ckpt_path={best}",
-            f"data.path={fer2013_path}",
-            "trainer.limit_test_batches=2",
-            "trainer.limit_val_batches=2",
-            "data.eval_batch_size=32",
-            "trainer.enable_progress_bar=false",
-            f"hydra.run.dir={tmp_path / 'eval'}",
-        ]
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    before = best.read_bytes()
+
+    def evaluate(name, *extra):
+        r = run_cli(
+            [
+                "train.py",
+                "train=false",
+                f"ckpt_path={best}",
+                f"data.path={fer2013_path}",
+                "trainer.limit_test_batches=2",
+                "trainer.limit_val_batches=2",
+                "data.eval_batch_size=32",
+                "trainer.enable_progress_bar=false",
+                *extra,
+                f"hydra.run.dir={tmp_path / name}",
+            ]
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads((tmp_path / name / "metrics.json").read_text()), r
+
     original = json.loads((run_dir / "metrics.json").read_text())
-    assert evaluated["test"]["acc"] == pytest.approx(original["test"]["acc"])
-    # The evaluated checkpoint is left alone; its calibrated copy goes into the new run dir.
-    assert evaluated["calibration"]["stored_in"] == str(tmp_path / "eval" / "checkpoints" / "calibrated.ckpt")
-    assert load_network(tmp_path / "eval" / "checkpoints" / "calibrated.ckpt")[1]["temperature"]["none"] > 0
+    # The test split and nothing else: no Training split, no calibration, nothing written beside the checkpoint.
+    evaluated, r = evaluate("eval")
+    assert evaluated["test"]["acc"] == pytest.approx(original["test"]["acc"]) and evaluated["evaluated_only"]
+    assert "calibration" not in evaluated and evaluated["train"]["acc"] is None
+    assert "calibrating" not in r.stdout and "evaluating the Training split" not in r.stdout
+    assert not (tmp_path / "eval" / "checkpoints").exists() and not (tmp_path / "eval" / "reliability.png").exists()
+    # Calibration when asked: the evaluated checkpoint is left alone; its calibrated copy goes into the new run dir.
+    calibrated, _ = evaluate("calibrated", "callbacks=calibrate")
+    assert calibrated["calibration"]["stored_in"] == str(tmp_path / "calibrated" / "checkpoints" / "calibrated.ckpt")
+    assert load_network(tmp_path / "calibrated" / "checkpoints" / "calibrated.ckpt")[1].temperature["none"] > 0
+    assert best.read_bytes() == before
 
 
 # --- short runs of the default model: the one-cycle schedule, and debug=smoke -------------------------
@@ -278,7 +287,7 @@ def test_evaluate_a_checkpoint_on_the_test_split(real_run, tmp_path, fer2013_pat
 
 def test_one_cycle_schedule_is_defined_for_every_positive_number_of_steps():
     # torch's OneCycleLR divides by zero when its warm-up is exactly one step (4 steps at pct_start=0.25)
-    from fer.module import _one_cycle_warmup
+    from fer.train.module import _one_cycle_warmup
 
     for steps, pct_start in ((s, p) for s in range(1, 65) for p in (0.25, 0.1, 0.2, 0.3, 0.5, 1 / 3)):
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.05)

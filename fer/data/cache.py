@@ -1,18 +1,19 @@
-"""A parsed FER2013 kept in the user's cache dir (never the repo): a second run loads in well under
-a second instead of re-parsing ~300 MB of text. Keyed on the source's path, size and mtime."""
+"""A parsed data set kept in the user's cache dir (never the repo): a second run loads FER2013 in well
+under a second instead of re-parsing ~300 MB of text. Keyed on the reader, the source's path, size and
+mtime, and the settings the parse depends on."""
 
+import dataclasses
 import hashlib
+import json
 import logging
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fer.atomic import replace_atomically
-from fer.data.reader import FerData, read_fer2013, resolve_data_path
-from fer.labels import EMOTIONS
+from fer.data.faceset import FerData, Reader, ReadSettings
+from fer.runs.atomic import replace_atomically
 
 log = logging.getLogger(__name__)
 FORMAT = 2  # bump when the reader's output changes
@@ -34,27 +35,16 @@ def _fingerprint(path: Path) -> str:
     return f"{path.resolve()}|{size}|{mtime}"
 
 
-def load_fer2013(
-    path: str | Path,
-    on_bad_row: str = "error",
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    use_cache: bool = True,
-    test_fraction: float = 0.2,
-    faces: str = "auto",
-    class_names: Sequence[str] = EMOTIONS,
-    image_size: int = 48,
-) -> FerData:
-    """read_fer2013 with a cache in front of it (class folders of any data set included)."""
-    path = resolve_data_path(path)
-    read = (path, on_bad_row, val_fraction, seed, test_fraction, faces, tuple(class_names), image_size)
+def load(settings: ReadSettings, reader: Reader, use_cache: bool = True) -> FerData:
+    """reader.read(settings) with a cache in front of it, keyed on the reader, the source file or folder
+    (path, size, mtime) and the settings the reader's parse depends on (Reader.depends_on)."""
+    path = reader.locate(settings.path)
+    settings = dataclasses.replace(settings, path=str(path))
     if not use_cache:
-        return read_fer2013(*read)
-    # A folder's split depends on the seed and fractions, its labels and sizes on the class names and image
-    # size; a FER2013 file's on none of them (its Usage column is the split): `seed=43` reuses seed 42's parse.
-    folder_settings = f"|{val_fraction}|{seed}|{test_fraction}|{faces}|{','.join(class_names).lower()}|{image_size}"
-    settings = on_bad_row + (folder_settings if path.is_dir() else "")
-    key = hashlib.sha1(f"{FORMAT}|{_fingerprint(path)}|{settings}".encode()).hexdigest()[:16]
+        return reader.read(settings)
+    kind = f"{type(reader).__module__}.{type(reader).__qualname__}"
+    depends = json.dumps(reader.depends_on(settings, path), sort_keys=True, default=list)
+    key = hashlib.sha1(f"{FORMAT}|{kind}|{_fingerprint(path)}|{depends}".encode()).hexdigest()[:16]
     file = cache_dir() / f"fer2013-{key}.npz"
     if file.exists():
         try:
@@ -74,10 +64,10 @@ def load_fer2013(
             log.warning("cache file %s is unreadable; parsing %s again", file, path)
     t0 = time.perf_counter()
     log.info("parsing %s (once; later runs load it from %s)", path, cache_dir())
-    data = read_fer2013(*read)
+    data = reader.read(settings)
     log.info("parsed %d faces in %.1f s", len(data.labels), time.perf_counter() - t0)
     try:
-        # atomic (fer.atomic): a parallel run never sees half a file
+        # atomic (fer.runs.atomic): a parallel run never sees half a file
         arrays = {
             "images": data.images,
             "labels": data.labels,

@@ -4,7 +4,7 @@ statistics from the training split, augmentation applied to whole batches after 
 names (their order is the label order) and the image size come from the data config."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -14,13 +14,14 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from fer.data.augment import BatchAugment
-from fer.data.cache import load_fer2013
-from fer.data.reader import resolve_data_path
+from fer.data.cache import load
+from fer.data.faceset import Reader, ReadSettings
+from fer.data.reader import Fer2013
 from fer.errors import FerError
 from fer.preprocess import center_crop, normalize
 
 log = logging.getLogger(__name__)
-SPLIT_NAMES = {"train": "Training", "val": "PublicTest (validation)", "test": "PrivateTest (test)"}
+GENERIC_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 
 
 class Faces(torch.utils.data.Dataset):
@@ -76,6 +77,8 @@ class FaceDataModule(L.LightningDataModule):
         use_cache: bool = True,
         test_fraction: float = 0.2,
         faces: str = "auto",
+        split_names: Mapping[str, str] | None = None,  # what the data set calls its train/val/test splits
+        reader: Reader | None = None,  # the data format (conf/data/*.yaml `reader:`); None: FER2013's files
     ):
         super().__init__()
         for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
@@ -89,6 +92,8 @@ class FaceDataModule(L.LightningDataModule):
         self.input_size, self.augment, self.balanced_sampling = input_size, augment, balanced_sampling
         self.on_bad_row, self.val_fraction, self.seed, self.use_cache = on_bad_row, val_fraction, seed, use_cache
         self.test_fraction, self.faces = test_fraction, faces
+        self.reader = reader if reader is not None else Fer2013()
+        self.split_names = {**GENERIC_SPLIT_NAMES, **(split_names or {})}
         self.splits: dict[str, Faces] = {}
         self.mean, self.std = 0.5, 0.25  # replaced by the training split's statistics in setup()
         self._pinned = False
@@ -99,22 +104,12 @@ class FaceDataModule(L.LightningDataModule):
 
     def prepare_data(self):
         # Fail before any model or trainer is built when the data is not there.
-        self.path = str(resolve_data_path(self.path))
+        self.path = str(self.reader.locate(self.path))
 
     def setup(self, stage: str | None = None):
         if self.splits:
             return
-        data = load_fer2013(
-            self.path,
-            self.on_bad_row,
-            self.val_fraction,
-            self.seed,
-            self.use_cache,
-            self.test_fraction,
-            self.faces,
-            self.class_names,
-            self.image_size,
-        )
+        data = load(self.read_settings(), self.reader, self.use_cache)
         for name in ("train", "val", "test"):
             images, labels = data.split(name)
             self.splits[name] = Faces(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
@@ -124,8 +119,8 @@ class FaceDataModule(L.LightningDataModule):
         for name in needed:
             if len(self.splits[name]) == 0:
                 raise FerError(
-                    f"{self.path}: the {SPLIT_NAMES[name]} split is empty; "
-                    "FER2013 needs Training, PublicTest and PrivateTest rows"
+                    f"{self.path}: the {self.describe(name)} split is empty; "
+                    f"training needs faces in each of {', '.join(self.split_names.values())}"
                 )
         train = self.splits["train"].images
         if len(train) and not self._pinned:
@@ -139,6 +134,31 @@ class FaceDataModule(L.LightningDataModule):
             self.mean,
             self.std,
         )
+
+    def read_settings(self) -> ReadSettings:
+        return ReadSettings(
+            path=self.path,
+            class_names=tuple(self.class_names),
+            image_size=self.image_size,
+            on_bad_row=self.on_bad_row,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+            faces=self.faces,
+        )
+
+    def describe(self, split: str) -> str:
+        """A split as the data set calls it and what it is for: "PrivateTest (test)", or "test"."""
+        own = self.split_names[split]
+        return own if own == GENERIC_SPLIT_NAMES[split] else f"{own} ({GENERIC_SPLIT_NAMES[split]})"
+
+    def evaluated_faces(self, split: str, limit, ranks: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The faces of a split that Lightning's evaluation sees under limit_*_batches (an int: batches
+        per rank; a float: a fraction, which runs use only as 1.0): (uint8 images, labels)."""
+        faces = self.splits[split]
+        batch = self.batch_size if split == "train" else self.eval_batch_size
+        n = len(faces) if not isinstance(limit, int) else min(len(faces), limit * batch * ranks)
+        return faces.images[:n], faces.labels[:n]
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.splits["train"].labels, minlength=len(self.class_names))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer.data.reader import FerData
+from fer.data.faceset import BadRows, FerData, Reader, ReadSettings
 from fer.errors import FerError
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,26 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 PREFIX_TO_SPLIT = {"training_": 0, "publictest_": 1, "privatetest_": 2}
 FACE_MODES = ("auto", "detect", "whole")
+
+
+class ClassFolders(Reader):
+    """conf/data/folders.yaml's reader: any data set of pictures in class folders."""
+
+    def locate(self, path: str) -> Path:
+        found = super().locate(path)
+        if not found.is_dir():
+            raise FerError(f"{found} is a file; data=folders reads a folder of class folders (train/<class>/, test/<class>/)")
+        return found
+
+    def read(self, s: ReadSettings) -> FerData:
+        root = self.locate(s.path)
+        bad = BadRows(root, s.on_bad_row)
+        data = read_folders(
+            root, bad, s.val_fraction, s.seed, s.test_fraction, s.faces, class_names=s.class_names, image_size=s.image_size
+        )
+        bad.report()
+        data.skipped = bad.count
+        return data
 
 
 def read_folders(

@@ -13,17 +13,17 @@ import os
 import tarfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from fer.data.faceset import BadRows, FerData, Reader, ReadSettings
+from fer.data.folders import read_folders
+from fer.data.labels import EMOTIONS, NUM_CLASSES
 from fer.errors import FerError
-from fer.labels import EMOTIONS, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 USAGE_TO_SPLIT = {"Training": 0, "PublicTest": 1, "PrivateTest": 2}
 PIXELS = 48 * 48
 HOW_TO_GET = (
@@ -31,38 +31,6 @@ HOW_TO_GET = (
     "Recognition' (fer2013.csv or fer2013.tar.gz); put it at data/fer2013.csv, or point data.path= "
     "(or the FER2013_PATH environment variable) at your copy. See data/README.md."
 )
-
-
-@dataclass
-class FerData:
-    images: np.ndarray  # (N, S, S) uint8; S = 48 for FER2013
-    labels: np.ndarray  # (N,) int64, index into the data set's class names (FER2013: EMOTIONS)
-    splits: np.ndarray  # (N,) int8: 0 train, 1 val (PublicTest), 2 test (PrivateTest)
-    skipped: int = 0  # bad rows skipped with on_bad_row=skip
-    no_face: list[str] = field(default_factory=list)  # class-folder pictures left out: no face found in them
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        mask = self.splits == SPLITS.index(name)
-        return self.images[mask], self.labels[mask]
-
-
-class _BadRows:
-    """Collects bad rows: raises at the first one (on_bad_row=error) or counts them (skip)."""
-
-    def __init__(self, source: Path, on_bad_row: str):
-        if on_bad_row not in ("error", "skip"):
-            raise FerError(f"data.on_bad_row must be 'error' or 'skip', not {on_bad_row!r}")
-        self.source, self.skip, self.count, self.first = source, on_bad_row == "skip", 0, None
-
-    def __call__(self, where: str, problem: str):
-        if not self.skip:
-            raise FerError(f"{self.source}: {where}: {problem} (data.on_bad_row=skip skips bad rows)")
-        self.count += 1
-        self.first = self.first or f"{where}: {problem}"
-
-    def report(self):
-        if self.count:
-            log.warning("skipped %d bad rows in %s (first: %s)", self.count, self.source, self.first)
 
 
 VARIANTS = ("fer2013.csv", "fer2013.csv.gz", "fer2013.tar.gz", "fer2013")
@@ -104,10 +72,8 @@ def read_fer2013(
     test_fraction, faces and any class_names and image_size apply only there: a FER2013 file holds
     48x48 faces labelled 0..6)."""
     path = resolve_data_path(path)
-    bad = _BadRows(path, on_bad_row)
+    bad = BadRows(path, on_bad_row)
     if path.is_dir():
-        from fer.data.folders import read_folders
-
         data = read_folders(path, bad, val_fraction, seed, test_fraction, faces, class_names=class_names, image_size=image_size)
     else:
         _check_fer2013_file_settings(path, class_names, image_size)
@@ -125,6 +91,27 @@ def read_fer2013(
     return data
 
 
+class Fer2013(Reader):
+    """conf/data/fer2013.yaml's reader: fer2013.csv, .csv.gz, the challenge's .tar.gz, or its image
+    release in class folders (read_fer2013)."""
+
+    def locate(self, path: str) -> Path:
+        return resolve_data_path(path)
+
+    def depends_on(self, settings: ReadSettings, path: Path) -> dict:
+        # A FER2013 file's split is its Usage column, its classes and size fixed: only on_bad_row changes
+        # the parse (`seed=43` reuses seed 42's); its image release in folders depends on everything.
+        return super().depends_on(settings, path) if path.is_dir() else {"on_bad_row": settings.on_bad_row}
+
+    def read(self, s: ReadSettings) -> FerData:
+        return read_fer2013(s.path, s.on_bad_row, s.val_fraction, s.seed, s.test_fraction, s.faces, s.class_names, s.image_size)
+
+
+def fer2013_settings(path: str | Path, **settings) -> ReadSettings:
+    """The settings of a FER2013 read (its classes and 48 px faces) with any others given: ReadSettings."""
+    return ReadSettings(path=str(path), class_names=EMOTIONS, image_size=48, **settings)
+
+
 def _check_fer2013_file_settings(path: Path, class_names: Sequence[str], image_size: int):
     if len(class_names) != NUM_CLASSES:
         raise FerError(
@@ -135,7 +122,7 @@ def _check_fer2013_file_settings(path: Path, class_names: Sequence[str], image_s
         raise FerError(f"{path} is FER2013, whose faces are 48x48: data.image_size must be 48, not {image_size}")
 
 
-def _read_tar(path: Path, bad: _BadRows) -> FerData:
+def _read_tar(path: Path, bad: BadRows) -> FerData:
     try:
         tar = tarfile.open(path)
         member = next((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".csv") and "fer2013" in m.name), None)
@@ -151,7 +138,7 @@ def _read_tar(path: Path, bad: _BadRows) -> FerData:
     )
 
 
-def _read_csv_stream(open_text, bad: _BadRows) -> FerData:
+def _read_csv_stream(open_text, bad: BadRows) -> FerData:
     labels, splits, pixels = [], [], []
     line = 1
     try:
@@ -213,7 +200,7 @@ def _pixel_problem(pix: str) -> str | None:
     return None
 
 
-def _parse_pixels(pixels: list[tuple[int, str]], bad: _BadRows) -> tuple[np.ndarray, np.ndarray]:
+def _parse_pixels(pixels: list[tuple[int, str]], bad: BadRows) -> tuple[np.ndarray, np.ndarray]:
     # One join and one C-level parse for the whole file (~3 s for FER2013); only when that finds a
     # problem do we go row by row to name it.
     keep = np.ones(len(pixels), dtype=bool)
@@ -230,7 +217,7 @@ def _parse_pixels(pixels: list[tuple[int, str]], bad: _BadRows) -> tuple[np.ndar
     return values.astype(np.uint8).reshape(-1, 48, 48), keep
 
 
-def _parse_rows_one_by_one(pixels, bad: _BadRows) -> tuple[np.ndarray, np.ndarray]:
+def _parse_rows_one_by_one(pixels, bad: BadRows) -> tuple[np.ndarray, np.ndarray]:
     keep = np.ones(len(pixels), dtype=bool)
     images = np.zeros((len(pixels), 48, 48), np.uint8)
     for i, (line, pix) in enumerate(pixels):

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fer.errors import FerError
-from fer.meta import stored_face, stored_image_size
 from fer.preprocess import normalize
 from fer.tta import check_mode, eval_logits
 
@@ -50,7 +49,7 @@ class FaceClassifier:
     def from_checkpoint(cls, path: str, threads: int | None = None, tta: str = "none") -> FaceClassifier:
         import torch
 
-        from fer.checkpoint import load_network
+        from fer.runs.checkpoint import load_network
 
         if threads:
             # One face is a small convolution stack: extra threads cost more in hand-over than they save,
@@ -65,18 +64,8 @@ class FaceClassifier:
                 "pass the .ckpt written by `python train.py`"
             ) from None
         tta = check_mode(tta)
-        # Checkpoints from before calibration, or trained with calibrate=false, have no temperature: 1 leaves them as trained.
-        temperature = meta.get("temperature", {}).get(tta, 1.0)
         classifier = cls(
-            net,
-            meta["class_names"],
-            meta["mean"],
-            meta["std"],
-            meta["input_size"],
-            stored_image_size(meta),
-            stored_face(meta),
-            tta,
-            temperature,
+            net, meta.class_names, meta.mean, meta.std, meta.input_size, meta.image_size, meta.face, tta, meta.temperature_of(tta)
         )
         classifier(
             np.zeros((1, classifier.image_size, classifier.image_size), np.uint8)

@@ -22,12 +22,12 @@ import numpy as np
 import onnxruntime as ort
 
 from fer.errors import FerError, first_line
-from fer.meta import stored_face, stored_image_size
+from fer.runs.meta import ModelMeta
 
 FORMAT = 1
 MARKER = "fer_format"  # the key that says "exported by fer", its value the format version
 REQUIRED = ("class_names", "mean", "std", "input_size", "net")
-# Exports before issue 16 lack image_size (48) and keep the face settings under "preprocess" (fer.meta).
+# Older exports lack image_size (48) and keep the face settings under "preprocess" (fer.runs.meta reads both).
 FACE_KEYS = ("face", "preprocess")
 OPTIONAL = ("image_size", *FACE_KEYS)
 INPUT, OUTPUT = "faces", "probs"
@@ -42,18 +42,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def metadata_props(meta: Mapping, checkpoint: Path, fer_version: str) -> dict[str, str]:
-    """A checkpoint's "fer" entry -> ONNX metadata_props (string values; JSON where not plain text)."""
+def metadata_props(meta: ModelMeta, checkpoint: Path, fer_version: str) -> dict[str, str]:
+    """A checkpoint's meta -> ONNX metadata_props (string values; JSON where not plain text)."""
+    stored = meta.to_dict()
     props = {MARKER: str(FORMAT), "fer_version": fer_version}
-    props.update({key: json.dumps(meta.get(key)) for key in REQUIRED})
-    props.update(image_size=json.dumps(stored_image_size(meta)), face=json.dumps(stored_face(meta)))
+    props.update({key: json.dumps(stored[key]) for key in (*REQUIRED, "image_size", "face")})
     # Which checkpoint this came from: infer.py backend=onnx ckpt_path=X.ckpt refuses a stale X.onnx.
     props.update(checkpoint=checkpoint.name, checkpoint_sha256=file_sha256(checkpoint))
     return props
 
 
-def read_metadata(props: Mapping[str, str], path: Path) -> dict:
-    """metadata_props -> the values `metadata_props` stored; FerError for a model that is not ours."""
+def read_metadata(props: Mapping[str, str], path: Path) -> tuple[ModelMeta, dict]:
+    """metadata_props -> (the model's ModelMeta, where it came from: checkpoint, checkpoint_sha256); FerError
+    for a model that is not ours."""
     hint = "export one with `python export.py ckpt_path=PATH.ckpt`"
     if MARKER not in props:
         raise FerError(f"{path} is an ONNX model, but not one exported by fer (no {MARKER!r} metadata); {hint}")
@@ -66,13 +67,8 @@ def read_metadata(props: Mapping[str, str], path: Path) -> dict:
         meta = {key: json.loads(props[key]) for key in (*REQUIRED, *OPTIONAL) if key in props}
     except json.JSONDecodeError as e:
         raise FerError(f"{path} has damaged fer metadata ({e}); re-export it: {hint}") from None
-    return {
-        **meta,
-        "checkpoint": props.get("checkpoint"),
-        "checkpoint_sha256": props.get("checkpoint_sha256"),
-        "face": stored_face(meta),
-        "image_size": stored_image_size(meta),
-    }
+    source = {"checkpoint": props.get("checkpoint"), "checkpoint_sha256": props.get("checkpoint_sha256")}
+    return ModelMeta.from_dict(meta, path), source
 
 
 def export_beside(checkpoint: Path) -> Path:
@@ -90,13 +86,13 @@ def export_beside(checkpoint: Path) -> Path:
     return beside
 
 
-def check_exported_from(checkpoint: Path, model: Path, meta: Mapping):
+def check_exported_from(checkpoint: Path, model: Path, source: Mapping):
     # The .onnx beside a checkpoint is used only if it was exported from that very file: a model
     # retrained or replaced since its export must not run under the new checkpoint's name.
-    if meta.get("checkpoint_sha256") != file_sha256(checkpoint):
+    if source.get("checkpoint_sha256") != file_sha256(checkpoint):
         raise FerError(
             f"{model} was exported from another model than {checkpoint.name} "
-            f"(from {meta.get('checkpoint') or 'an unknown checkpoint'}); "
+            f"(from {source.get('checkpoint') or 'an unknown checkpoint'}); "
             f"re-export it with `python export.py ckpt_path={checkpoint} overwrite=true`"
         )
 
@@ -148,13 +144,11 @@ class OnnxFaceClassifier:
         if not model.is_file():
             raise FerError(f"model not found: {model}")
         session = open_session(model, threads)
-        meta = read_metadata(session.get_modelmeta().custom_metadata_map, model)
+        meta, source = read_metadata(session.get_modelmeta().custom_metadata_map, model)
         if model != asked:
-            check_exported_from(asked, model, meta)
-        check_graph(session, len(meta["class_names"]), meta["image_size"], model)
-        classifier = cls(
-            session, meta["class_names"], meta["mean"], meta["std"], meta["input_size"], meta["image_size"], meta["face"]
-        )
+            check_exported_from(asked, model, source)
+        check_graph(session, len(meta.class_names), meta.image_size, model)
+        classifier = cls(session, meta.class_names, meta.mean, meta.std, meta.input_size, meta.image_size, meta.face)
         check_probabilities(classifier, model)  # also pays the first call's one-off set-up costs
         return classifier
 

@@ -1,29 +1,18 @@
-"""Network architectures, built from a plain spec so a checkpoint can rebuild its model without
-Hydra and without importing anything named in the file (a registry, not arbitrary imports).
+"""Network architectures, built from a plain spec so a checkpoint can rebuild its model without Hydra.
 
 One rule for defaults: the model's YAML (conf/model/<arch>.yaml, `net:`) holds them, and every class
 here takes them as required keyword arguments, so no default is written twice. A checkpoint stores
-the whole spec (fer meta "net"), so it rebuilds without any YAML."""
+the whole spec (fer meta "net"), so it rebuilds without any YAML.
 
-from torch import nn
+A new model is one file here that registers its class (`@register_model("name")`, fer/models/registry.py)
+and one YAML in conf/model/: importing this package imports every module in it, so nothing else lists them."""
 
-from fer.errors import FerError
-from fer.models.baseline import BaselineCNN
-from fer.models.regularized import RegularizedCNN
-from fer.models.vgg import VGGFace
+import importlib
+import pkgutil
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "baseline": BaselineCNN,
-    "regularized": RegularizedCNN,
-    "vgg": VGGFace,
-}
+from fer.models.registry import ARCHITECTURES, build_net, list_models, register_model
 
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-def build_net(arch: str, **kwargs) -> nn.Module:
-    """build_net("regularized", num_classes=7, input_size=44, widths=[...], ...) -> RegularizedCNN"""
-    if arch not in ARCHITECTURES:
-        raise FerError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    try:
-        return ARCHITECTURES[arch](**kwargs)
-    except (TypeError, ValueError) as e:
-        raise FerError(f"cannot build {arch!r} from {kwargs}: {e}") from None
+__all__ = ["ARCHITECTURES", "build_net", "list_models", "register_model"]

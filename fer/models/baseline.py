@@ -6,7 +6,10 @@ It over-fits on purpose (the paper: 98% train, 52% test); it is the point of com
 import torch
 from torch import nn
 
+from fer.models.registry import register_model
 
+
+@register_model("baseline")
 class BaselineCNN(nn.Module):
     def __init__(
         self,

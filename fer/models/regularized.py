@@ -9,7 +9,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fer.models.registry import register_model
 
+
+@register_model("regularized")
 class RegularizedCNN(nn.Module):
     def __init__(
         self,

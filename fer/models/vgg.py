@@ -11,7 +11,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fer.models.registry import register_model
 
+
+@register_model("vgg")
 class VGGFace(nn.Module):
     def __init__(
         self,

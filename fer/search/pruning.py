@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from fer.sweep import PRUNED_FILE
+from fer.train.sweep import PRUNED_FILE
 
 log = logging.getLogger(__name__)
 

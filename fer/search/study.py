@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from fer.errors import FerError
 from fer.search.pruning import PRUNED_ATTR
 from fer.search.space import as_override, grid, parse_space, suggest
-from fer.sweep import reproduce_command
+from fer.train.sweep import reproduce_command
 
 log = logging.getLogger(__name__)
 

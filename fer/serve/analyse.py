@@ -27,7 +27,7 @@ def validation_accuracy(path: Path) -> float | None:
     """A checkpoint's best validation (PublicTest) accuracy, from the history it stores; None for an ONNX export."""
     if path.suffix.lower() != ".ckpt":
         return None
-    from fer.checkpoint import read_checkpoint
+    from fer.runs.checkpoint import read_checkpoint
 
     history = read_checkpoint(path)["fer"].get("history") or []
     scores = [h["val/acc"] for h in history if isinstance(h, dict) and "val/acc" in h]

@@ -1,18 +1,24 @@
 """The paper's figures: accuracy/loss against epoch (figs 4, 6) and confusion matrices (figs 5, 7)."""
 
-import matplotlib
+import numpy as np
+from matplotlib.artist import setp
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files and TensorBoard only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+# Figures are made without pyplot: they go to files and TensorBoard only, need no display and no
+# backend choice, so importing this module changes no global matplotlib state.
+
+
+def _subplots(*grid, figsize, dpi, **kwargs):
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots(*grid, **kwargs)
 
 
 def confusion_figure(counts, class_names, title: str = "Confusion matrix"):
     """Row-normalised (per true class) confusion matrix with counts in each cell."""
     counts = np.asarray(counts, dtype=np.int64)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
+    fig, ax = _subplots(figsize=(6.4, 5.6), dpi=100)
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     n = len(class_names)
     ax.set(
@@ -24,7 +30,7 @@ def confusion_figure(counts, class_names, title: str = "Confusion matrix"):
         ylabel="true",
         title=title,
     )
-    plt.setp(ax.get_xticklabels(), rotation=35, ha="right")
+    setp(ax.get_xticklabels(), rotation=35, ha="right")
     for i in range(n):
         for j in range(n):
             ax.text(
@@ -44,7 +50,7 @@ def confusion_figure(counts, class_names, title: str = "Confusion matrix"):
 def curves_figure(history: list[dict], title: str = ""):
     """Accuracy and loss per epoch, train and validation, side by side."""
     epochs = [h["epoch"] + 1 for h in history]
-    fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    fig, (acc, loss) = _subplots(1, 2, figsize=(10, 4), dpi=100)
     for ax, key in ((acc, "acc"), (loss, "loss")):
         for split, style in (("train", "-o"), ("val", "-s")):
             ys = [h.get(f"{split}/{key}") for h in history]
@@ -68,16 +74,15 @@ def curves_figure(history: list[dict], title: str = ""):
 
 def save(fig, path):
     fig.savefig(path)
-    plt.close(fig)
 
 
 def reliability_figure(before: dict, after: dict, title: str = ""):
     """Accuracy against confidence, per confidence bin, before and after temperature scaling.
 
-    `before`/`after` come from fer.calibration.reliability. Bars on the diagonal are perfectly
+    `before`/`after` come from fer.train.calibration.reliability. Bars on the diagonal are perfectly
     calibrated; the hatched part is each bin's gap; the grey line is the share of faces per bin.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.2), dpi=100, sharey=True)
+    fig, axes = _subplots(1, 2, figsize=(9.6, 4.2), dpi=100, sharey=True)
     for ax, r, name in zip(axes, (before, after), ("as trained", "temperature-scaled")):
         count = np.asarray(r["count"], dtype=float)
         acc, conf = np.asarray(r["accuracy"]), np.asarray(r["confidence"])
@@ -110,22 +115,22 @@ def reliability_figure(before: dict, after: dict, title: str = ""):
     return fig
 
 
-def sweep_figure(jobs: dict[str, dict], class_names: list[str], title: str = ""):
+def sweep_figure(jobs: dict[str, dict], class_names: list[str], title: str = "", val: str = "validation", test: str = "test"):
     """A sweep at a glance: each job's validation accuracy per epoch, and its test recall per class.
 
     `jobs` maps a job's label to {"history": [...], "recall": {class: recall}} (from metrics.json).
     """
-    fig, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    fig, (curves, bars) = _subplots(1, 2, figsize=(11, 4.2), dpi=100)
     width = 0.8 / max(len(jobs), 1)
     x = np.arange(len(class_names))
     for i, (label, job) in enumerate(jobs.items()):
         history = [h for h in job["history"] if "val/acc" in h]
         curves.plot([h["epoch"] + 1 for h in history], [h["val/acc"] for h in history], "-o", ms=3, label=label)
         bars.bar(x + (i - (len(jobs) - 1) / 2) * width, [job["recall"].get(c, 0.0) for c in class_names], width, label=label)
-    curves.set(xlabel="epoch", ylabel="validation (PublicTest) accuracy")
+    curves.set(xlabel="epoch", ylabel=f"{val} accuracy")
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
-    bars.set(xticks=x, xticklabels=class_names, ylabel="test (PrivateTest) recall", ylim=(0, 1))
-    plt.setp(bars.get_xticklabels(), rotation=35, ha="right")
+    bars.set(xticks=x, xticklabels=class_names, ylabel=f"{test} recall", ylim=(0, 1))
+    setp(bars.get_xticklabels(), rotation=35, ha="right")
     for ax in (curves, bars):
         ax.grid(alpha=0.3)
     # one legend for both panels, below them, where it hides no curve and no bar

@@ -12,27 +12,26 @@ every export). The newer torch.export-based exporter, torch's default since 2.9,
 as well and takes about 3 s; nothing in a network this simple needs what it adds.
 """
 
-if __name__ == "__main__":  # `python -m fer.export`: the command (fer/cli/export.py), run before the imports below
-    from fer.cli.export import main  # need onnx: without it, the command's one-line "pip install onnx", no traceback
-
-    main()
+from __future__ import annotations
 
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
 import fer
-from fer.atomic import replace_atomically
-from fer.checkpoint import load_network
 from fer.errors import FerError, first_line
 from fer.infer.onnx_backend import INPUT, OUTPUT, metadata_props, open_session
-from fer.meta import stored_image_size
 from fer.preprocess import to_network_input
+from fer.runs.atomic import replace_atomically
+from fer.runs.checkpoint import load_network
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 17  # onnxruntime >= 1.13 and every torch >= 2.2 support it
 OPSETS = range(13, 21)  # 13: Softmax over one axis; 20: the newest the TorchScript exporter writes
@@ -45,7 +44,7 @@ class FaceProbabilities(nn.Module):
     def __init__(self, net: nn.Module, mean: float, std: float, input_size: int, temperature: float = 1.0):
         super().__init__()
         self.net, self.mean, self.std, self.input_size = net, mean, std, input_size
-        self.temperature = float(temperature)  # the centre crop's calibration (fer.calibration), baked into the graph
+        self.temperature = float(temperature)  # the centre crop's calibration (fer.train.calibration), baked into the graph
         self.eval()  # the exporter restores this mode afterwards: it must be eval, or dropout comes back on
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
@@ -61,6 +60,8 @@ def output_path(ckpt_path: Path, output: str | None) -> Path:
 
 
 def trace(model: FaceProbabilities, size: int, opset: int) -> onnx.ModelProto:
+    import onnx  # the export extra: imported when an export runs, so `python -m fer.export` without it says so in one line
+
     faces = torch.zeros((2, size, size), dtype=torch.uint8)
     buffer = io.BytesIO()
     # The exporter's warnings are kept from the user: a deprecation notice on every call (the choice is
@@ -95,7 +96,7 @@ def largest_difference(model: FaceProbabilities, size: int, proto: onnx.ModelPro
 
 
 def write_atomically(proto: onnx.ModelProto, path: Path, overwrite: bool):
-    # An interrupted export never leaves half a model (fer.atomic).
+    # An interrupted export never leaves half a model (fer.runs.atomic).
     data = proto.SerializeToString()
 
     def write(f):
@@ -119,6 +120,8 @@ def export_onnx(
     ckpt_path: str | Path, output: str | None = None, overwrite: bool = False, opset: int = OPSET
 ) -> tuple[Path, dict]:
     """checkpoint -> (the .onnx written, facts about it: meta, largest difference to PyTorch)."""
+    import onnx
+
     if not ckpt_path:
         raise FerError("no checkpoint given: pass ckpt_path=PATH to a .ckpt from `python train.py`")
     ckpt_path = Path(str(ckpt_path)).expanduser()
@@ -138,12 +141,11 @@ def export_onnx(
             f"{ckpt_path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
             "pass the .ckpt written by `python train.py`"
         ) from None
-    model = FaceProbabilities(net, meta["mean"], meta["std"], meta["input_size"], meta.get("temperature", {}).get("none", 1.0))
-    size, classes = stored_image_size(meta), len(meta["class_names"])
-    proto, difference = checked_graph(model, size, classes, meta["net"].get("arch"), opset)
+    model = FaceProbabilities(net, meta.mean, meta.std, meta.input_size, meta.temperature_of("none"))
+    proto, difference = checked_graph(model, meta.image_size, len(meta.class_names), meta.arch, opset)
     onnx.helper.set_model_props(proto, metadata_props(meta, ckpt_path, fer.__version__))
     write_atomically(proto, path, overwrite)
-    return path, {**meta, "difference": difference}
+    return path, {**meta.to_dict(), "difference": difference}
 
 
 def checked_graph(

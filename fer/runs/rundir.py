@@ -89,7 +89,7 @@ def require_claim(run_dir: Path):
     if run_dir in _refused:
         raise RunDirTaken(_refused.pop(run_dir))
     if rank() == 0 and run_dir not in _held:
-        raise FerError(f"{run_dir} was not claimed for this run: keep hydra.callbacks.run_dir (fer.rundir.RunDirGuard)")
+        raise FerError(f"{run_dir} was not claimed for this run: keep hydra.callbacks.run_dir (fer.runs.rundir.RunDirGuard)")
 
 
 def record_failure(run_dir: Path, message: str):
@@ -152,7 +152,7 @@ class RunDirGuard(Callback):
 
     @_stops_the_command
     def on_run_start(self, config: DictConfig, **kwargs):
-        from fer.resume import resume_into_run
+        from fer.runs.resume import resume_into_run
 
         resume_into_run(config)
 
@@ -171,7 +171,7 @@ class RunDirGuard(Callback):
         run_dir = Path(config.hydra.runtime.output_dir).resolve()
         if rank() != 0:
             return  # DDP and SLURM ranks > 0 join the run rank 0 claimed
-        from fer.resume import resumes_in
+        from fer.runs.resume import resumes_in
 
         try:
             claim(run_dir, resuming=config.hydra.mode == RunMode.RUN and resumes_in(config, run_dir))

@@ -11,27 +11,28 @@ from pathlib import Path
 
 import lightning as L
 
-from fer.calibration import split_logits
-from fer.checkpoint import net_weights, read_checkpoint
 from fer.errors import FerError
+from fer.runs.checkpoint import net_weights, read_checkpoint
+from fer.runs.meta import ModelMeta
+from fer.train.calibration import split_logits
 
 log = logging.getLogger(__name__)
 
 
 def load_initial_weights(model, path: str | Path) -> dict:
-    """Copy the network weights of checkpoint `path` into `model` (an EmotionClassifier); returns its meta.
+    """Copy the network weights of checkpoint `path` into `model` (an EmotionClassifier); returns its ModelMeta.
     A checkpoint of another architecture, shape or class list is refused with one line."""
     ckpt = read_checkpoint(path)
-    meta = ckpt["fer"]
-    stored, ours = dict(meta["net"]), model.net_spec
+    meta = ModelMeta.from_dict(ckpt["fer"], path)
+    stored, ours = dict(meta.net), model.net_spec
     if stored.get("arch") != ours["arch"]:
         raise FerError(
             f"init_from={path} holds a {stored.get('arch')!r} network, but this run builds {ours['arch']!r}; "
             f"add model={stored.get('arch')} (a warm start needs the same architecture)"
         )
-    if list(meta["class_names"]) != list(model.class_names):
+    if list(meta.class_names) != list(model.class_names):
         raise FerError(
-            f"init_from={path} was trained on the classes {meta['class_names']}, this run has {model.class_names}; "
+            f"init_from={path} was trained on the classes {list(meta.class_names)}, this run has {model.class_names}; "
             "a warm start needs the same class list"
         )
     try:
@@ -69,7 +70,7 @@ class FreezeFeatures(L.Callback):
 def test_accuracy(path: str | Path, images, labels, tta: str) -> float:
     """Accuracy of the checkpoint a run started from on this run's test faces (uint8 images, labels),
     normalised as that checkpoint was trained: the figure a fine-tuned model is compared with."""
-    from fer.module import EmotionClassifier
+    from fer.train.module import EmotionClassifier
 
     start = EmotionClassifier.from_checkpoint(path)
     logits = split_logits(start, images, float(start.pixel_mean), float(start.pixel_std), start.input_size, tta)

@@ -13,11 +13,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score, MulticlassRecall
 
-from fer.checkpoint import FORMAT, mismatch, read_checkpoint
 from fer.errors import FerError
-from fer.meta import stored_image_size
 from fer.models import build_net
-from fer.plots import confusion_figure
+from fer.runs.checkpoint import mismatch, read_checkpoint
+from fer.runs.meta import ModelMeta
+from fer.train.plots import confusion_figure
 from fer.tta import check_mode, eval_logits
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class EmotionClassifier(L.LightningModule):
         # Test-time augmentation for the test split (fer.tta); validation stays on the centre crop,
         # cheap every epoch and the same for every setting, so model selection does not depend on it.
         self.tta = check_mode(tta)
-        # Temperature per TTA mode, fitted on PublicTest after training (fer.calibration); 1 = as trained.
+        # Temperature per TTA mode, fitted on PublicTest after training (fer.train.calibration); 1 = as trained.
         self.temperatures: dict[str, float] = {}
         # Stored in every checkpoint: the training split's statistics and the loss weights.
         self.register_buffer("pixel_mean", torch.tensor(0.5))
@@ -86,53 +86,57 @@ class EmotionClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.history: list[dict] = []  # one row per epoch; kept in checkpoints so resumed runs plot whole curves
         self.test_results: dict = {}
+        self.reports: dict = {}  # what the callbacks that run after the test found (fer/train/callbacks/), for metrics.json
         self._epoch_started: float | None = None
 
     # --- building from a checkpoint -------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, path) -> "EmotionClassifier":
         ckpt = read_checkpoint(path)
-        meta = ckpt["fer"]
-        spec = dict(meta["net"])
-        arch = {k: v for k, v in spec.items() if k not in ("input_size", "num_classes")}
-        model = cls(net=arch, input_size=spec["input_size"], class_names=meta["class_names"], image_size=stored_image_size(meta))
+        meta = ModelMeta.from_dict(ckpt["fer"], path)
+        arch = {k: v for k, v in meta.net.items() if k not in ("input_size", "num_classes")}
+        model = cls(net=arch, input_size=meta.input_size, class_names=list(meta.class_names), image_size=meta.image_size)
         try:
             missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
         except RuntimeError as e:  # a tensor of another shape than the stored spec builds
-            raise FerError(f"{path}: weights do not fit the stored architecture {spec.get('arch')!r} ({mismatch(e)})") from None
+            raise FerError(f"{path}: weights do not fit the stored architecture {meta.arch!r} ({mismatch(e)})") from None
         if any(k.startswith("net.") for k in missing + unexpected):
-            raise FerError(f"{path}: weights do not fit the stored architecture {spec.get('arch')!r}")
+            raise FerError(f"{path}: weights do not fit the stored architecture {meta.arch!r}")
         # The stored statistics are the truth: a slim checkpoint (the shipped model) keeps no buffers,
         # and evaluating with the defaults would normalise differently from training.
-        model.pixel_mean.fill_(meta["mean"])
-        model.pixel_std.fill_(meta["std"])
-        model.history = list(meta.get("history", []))
-        model.temperatures = dict(meta.get("temperature", {}))
+        model.pixel_mean.fill_(meta.mean)
+        model.pixel_std.fill_(meta.std)
+        model.history = list(meta.history)
+        model.temperatures = dict(meta.temperature)
         return model
 
-    def fer_meta(self) -> dict:
-        return {
-            "format": FORMAT,
-            "net": self.net_spec,
-            "class_names": self.class_names,
-            "image_size": self.image_size,
-            "mean": float(self.pixel_mean),
-            "std": float(self.pixel_std),
-            "input_size": self.input_size,
-            "history": self.history,
-            "temperature": self.temperatures,
-        }
+    def fer_meta(self, face: dict | None = None) -> dict:
+        """The checkpoint's "fer" entry: what rebuilds this model without Hydra (fer.runs.meta.ModelMeta)."""
+        return ModelMeta(
+            net=self.net_spec,
+            class_names=tuple(self.class_names),
+            mean=float(self.pixel_mean),
+            std=float(self.pixel_std),
+            input_size=self.input_size,
+            image_size=self.image_size,
+            face=face,
+            history=tuple(self.history),
+            temperature=dict(self.temperatures),
+        ).to_dict()
 
     def on_save_checkpoint(self, checkpoint):
-        # Merged, not replaced: callbacks write their part of the meta first (fer.checkpointing.FaceSettings: "face").
-        checkpoint["fer"] = {**checkpoint.get("fer", {}), **self.fer_meta()}
+        # Callbacks write their part first (fer.runs.saving.FaceSettings: "face"); the module writes the rest.
+        checkpoint["fer"] = self.fer_meta(face=checkpoint.get("fer", {}).get("face"))
 
     def on_load_checkpoint(self, checkpoint):
-        meta = checkpoint.get("fer", {})
-        if meta.get("net") != self.net_spec:
-            raise FerError(f"the checkpoint holds a different network ({meta.get('net')}) than the config ({self.net_spec})")
-        self.history = list(meta.get("history", []))
-        self.temperatures = dict(meta.get("temperature", {}))
+        meta = ModelMeta.from_dict(checkpoint.get("fer", {}), "the checkpoint")
+        if meta.net != self.net_spec:
+            raise FerError(f"the checkpoint holds a different network ({meta.net}) than the config ({self.net_spec})")
+        # A resumed run takes the history it continues; the best checkpoint, loaded for the test, holds
+        # the history as of its epoch, and the run's whole history (this one, longer) stays.
+        if len(meta.history) >= len(self.history):
+            self.history = list(meta.history)
+        self.temperatures = dict(meta.temperature)
 
     # --- setup ----------------------------------------------------------------------------------
     def setup(self, stage: str):

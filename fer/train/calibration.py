@@ -16,14 +16,20 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_f1_score
 
 from fer.preprocess import normalize
-from fer.tta import TTA_MODES, eval_logits
+from fer.tta import TTA_MODES, every_mode_logits
 
 N_BINS = 15
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The T > 0 that minimises cross-entropy(logits / T, labels)."""
-    logits, labels = logits.detach().double(), labels.detach()
+    # Called after a test too, where Lightning has turned autograd off (inference mode): fit with it on,
+    # on copies made outside inference mode.
+    with torch.inference_mode(False), torch.enable_grad():
+        return _fit_temperature(logits.detach().clone().double(), labels.detach().clone())
+
+
+def _fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # T = exp(log_t) stays positive
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
 
@@ -57,15 +63,24 @@ def split_logits(
     model, images: torch.Tensor, mean: float, std: float, input_size: int, mode: str, batch_size: int = 512
 ) -> torch.Tensor:
     """uint8 faces (N, S, S) -> (N, classes) logits under a TTA mode, in eval mode, on the model's device."""
+    return split_mode_logits(model, images, mean, std, input_size, (mode,), batch_size)[mode]
+
+
+@torch.no_grad()
+def split_mode_logits(
+    model, images: torch.Tensor, mean: float, std: float, input_size: int, modes=TTA_MODES, batch_size: int = 512
+) -> dict[str, torch.Tensor]:
+    """uint8 faces (N, S, S) -> {mode: (N, classes) logits}: one pass over the faces serves every mode."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = [
-        eval_logits(model, normalize(images[i : i + batch_size].to(device), mean, std), input_size, mode).float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    parts = {mode: [] for mode in modes}
+    for i in range(0, len(images), batch_size):
+        x = normalize(images[i : i + batch_size].to(device), mean, std)
+        for mode, logits in every_mode_logits(model, x, input_size, modes).items():
+            parts[mode].append(logits.float().cpu())
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros((0, 0))
+    return {mode: torch.cat(p) if p else torch.zeros((0, 0)) for mode, p in parts.items()}
 
 
 def _scores(logits: torch.Tensor, labels: torch.Tensor, temperature: float, num_classes: int) -> dict:
@@ -90,21 +105,17 @@ def report(
     std: float,
     input_size: int,
     modes=TTA_MODES,
-    progress=None,
 ) -> dict:
     """For each TTA mode: T fitted on the validation faces, and the test faces' accuracy, macro-F1,
     NLL and reliability (with ECE) before and after dividing by T.
 
-    val, test: (uint8 faces (N, S, S), labels (N,)). progress(i, mode), if given, is called before
-    each mode (the modes take 1, 2 and 10 forward passes a face: the last is the long one).
+    val, test: (uint8 faces (N, S, S), labels (N,)). One pass over each split gives every mode's logits.
     """
+    val_logits = split_mode_logits(model, val[0], mean, std, input_size, modes)
+    test_logits = split_mode_logits(model, test[0], mean, std, input_size, modes)
     result = {}
-    for i, mode in enumerate(modes, 1):
-        if progress is not None:
-            progress(i, mode)
-        val_logits = split_logits(model, val[0], mean, std, input_size, mode)
-        test_logits = split_logits(model, test[0], mean, std, input_size, mode)
-        temperature = fit_temperature(val_logits, val[1])
-        scores = _scores(test_logits, test[1], temperature, val_logits.shape[1])
+    for mode in modes:
+        temperature = fit_temperature(val_logits[mode], val[1])
+        scores = _scores(test_logits[mode], test[1], temperature, val_logits[mode].shape[1])
         result[mode] = {"temperature": temperature, **scores}
     return result

@@ -1,10 +1,10 @@
 """How a run writes its checkpoints so that no fault loses the run.
 
 - AtomicCheckpointIO: every checkpoint Lightning writes (best, last) replaces the old file in one
-  rename, on every file system (fer.atomic); Lightning's own writer moves a temporary file from
+  rename, on every file system (fer.runs.atomic); Lightning's own writer moves a temporary file from
   $TMPDIR, a copy when that is another file system, and a kill during it truncates last.ckpt.
 - RunRecord: the overrides the run trained with, in every checkpoint: what a resume re-applies
-  (fer.resume), read from the checkpoint it continues rather than from .hydra/overrides.yaml, which
+  (fer.runs.resume), read from the checkpoint it continues rather than from .hydra/overrides.yaml, which
   any later command in the same dir can rewrite.
 - FaceSettings: how inference is to prepare faces for this model (conf/preprocess), in every checkpoint's
   `fer` meta under "face": written here once, beside the model's own meta, not carried by the model.
@@ -16,7 +16,7 @@ What a checkpoint holds, and why last.ckpt is large: the weights, the optimizer'
 momentum: one more copy of the weights; Adam's two moments: two more) and a few kB of loop, scheduler
 and callback state and the `fer` meta. model=baseline (4.9M parameters, Adam) makes 59 MB, the default
 model (1.5M, SGD) 12 MB. All of it is needed to resume exactly; slim copies for inference
-(fer.checkpoint.save_slim) keep the weights alone, in fp16.
+(fer.runs.checkpoint.save_slim) keep the weights alone, in fp16.
 """
 
 from collections.abc import Mapping
@@ -27,7 +27,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from fer.atomic import replace_atomically
+from fer.runs.atomic import replace_atomically
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -86,7 +86,7 @@ class RunRecord(Callback):
         return {"overrides": self.overrides}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        pass  # a resumed run records the overrides it runs with now (fer.resume put the earlier ones first)
+        pass  # a resumed run records the overrides it runs with now (fer.runs.resume put the earlier ones first)
 
 
 class FaceSettings(Callback):

@@ -1,6 +1,6 @@
 """`python train.py ckpt_path=RUN/checkpoints/last.ckpt` continues that run, in RUN, with its own config.
 
-Inside the Hydra job (fer.rundir.RunDirGuard.on_run_start, before Hydra makes the job's dir): the
+Inside the Hydra job (fer.runs.rundir.RunDirGuard.on_run_start, before Hydra makes the job's dir): the
 config is composed afresh from conf/ with the run's config groups and the overrides typed now, and
 the run's saved settings (RUN/.hydra/config.yaml) are laid over it, except what is typed now. A run
 folder is a file anyone can hand over, so from it come only settings: never Hydra's own, never what

@@ -13,6 +13,7 @@ import shlex
 import statistics
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -26,9 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def run_job(cfg: DictConfig):
-    from fer import rundir
     from fer.config import check_train
-    from fer.distributed import job_scope
+    from fer.runs import rundir
+    from fer.train.distributed import job_scope
+    from fer.train.run import quiet_lightning, run  # imports torch and lightning
+
+    quiet_lightning()
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -44,8 +48,6 @@ def run_job(cfg: DictConfig):
         check_train(cfg, hydra_cfg.runtime.choices)
         if multirun and cfg.train and cfg.ckpt_path:
             raise FerError(f"a sweep does not resume runs: resume each on its own (python train.py ckpt_path={cfg.ckpt_path})")
-        from fer.training import run  # imports torch and lightning
-
         with job_scope():  # a DDP job's processes and environment end with it, not with the sweep
             metrics = run(cfg)
         return metrics.get("val", {}).get("acc")  # what a sweeper (e.g. Optuna) maximises
@@ -166,8 +168,8 @@ def reproduce_command(overrides: list[str]) -> str:
 
 
 def refused_jobs(sweep_dir: Path) -> list[dict]:
-    """Jobs refused because their dir was another run's (fer.rundir writes them down in the sweep dir)."""
-    from fer.rundir import REFUSED
+    """Jobs refused because their dir was another run's (fer.runs.rundir writes them down in the sweep dir)."""
+    from fer.runs.rundir import REFUSED
 
     path = sweep_dir / REFUSED
     lines = path.read_text().splitlines() if path.is_file() else []
@@ -184,7 +186,15 @@ def summarize_sweep(sweep_dir: Path) -> list[dict]:
     return ok + rest
 
 
-def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
+def split_label(split: str, split_names: Mapping | None) -> str:
+    """ "validation (PublicTest)" for a data set that names its splits (conf/data/*.yaml split_names), else "validation"."""
+    what = {"val": "validation", "test": "test"}[split]
+    own = (split_names or {}).get(split)
+    return f"{what} ({own})" if own and own != what else what
+
+
+def write_summary(sweep_dir: Path, rows: list[dict], split_names: Mapping | None = None) -> str:
+    val, test = split_label("val", split_names), split_label("test", split_names)
     # Per-class test recall: what class weighting or balanced sampling changes (Disgust above all).
     classes = next((list(r["recall"]) for r in rows if r.get("recall")), [])
     recall_columns = [f"test_recall_{c}" for c in classes]
@@ -212,7 +222,7 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
     if classes:
         lines += [
             "",
-            "Test (PrivateTest) recall per class:",
+            f"{test[0].upper() + test[1:]} recall per class:",
             "",
             *table(["rank", "job", *recall_columns], ["rank", "job", *classes]),
         ]
@@ -244,18 +254,14 @@ def write_summary(sweep_dir: Path, rows: list[dict]) -> str:
             "",
             *lines,
         ]
-    text = (
-        "Ranked by validation (PublicTest) accuracy; test (PrivateTest) is reported, never used to rank.\n\n"
-        + "\n".join(lines)
-        + "\n"
-    )
+    text = f"Ranked by {val} accuracy; {test} is reported, never used to rank.\n\n" + "\n".join(lines) + "\n"
     (sweep_dir / "summary.md").write_text(text)
     ok = [r for r in rows if r["status"] == "ok"]
     if ok:
-        from fer import plots  # matplotlib only when there is something to draw
+        from fer.train import plots  # matplotlib only when there is something to draw
 
         jobs = dict(zip(_distinguishing_labels(ok), ok))
-        plots.save(plots.sweep_figure(jobs, classes, f"sweep {sweep_dir.name}"), sweep_dir / "summary.png")
+        plots.save(plots.sweep_figure(jobs, classes, f"sweep {sweep_dir.name}", val, test), sweep_dir / "summary.png")
     return text
 
 
@@ -351,8 +357,12 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         rows = summarize_sweep(sweep_dir)
+        split_names = OmegaConf.select(config, "data.split_names")
         print(
-            "\n" + write_summary(sweep_dir, rows) + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md, summary.png)", flush=True
+            "\n"
+            + write_summary(sweep_dir, rows, split_names)
+            + f"\nsweep dir: {sweep_dir} (summary.csv, summary.md, summary.png)",
+            flush=True,
         )
         refused = [r for r in rows if r["status"].startswith("refused")]
         failed = [r for r in rows if r["status"] != "ok" and not r["status"].startswith("pruned") and r not in refused]

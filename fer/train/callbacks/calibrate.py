@@ -1,0 +1,61 @@
+"""After the test: a temperature per TTA mode fitted on the validation split, and the test split's
+accuracy, macro-F1 and ECE before and after, for every mode (fer.train.calibration). The temperatures
+go into the checkpoint that was tested; an evaluated checkpoint is left as it is, and a calibrated slim
+copy is written in the run dir instead."""
+
+import logging
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+
+from fer.runs.checkpoint import save_slim, update_meta
+from fer.train import calibration, plots
+
+log = logging.getLogger(__name__)
+
+
+class Calibrate(Callback):
+    def __init__(self, run_dir: str, enabled: bool = True, trained: bool = True, after_evaluation: bool = False, ckpt_path=None):
+        # After training it is on (calibrate=true); a checkpoint evaluated with train=false is calibrated
+        # only when asked (callbacks=calibrate): that costs minutes a test alone does not.
+        self.active = bool(enabled and (trained or after_evaluation))
+        self.run_dir, self.trained, self.ckpt_path = Path(run_dir), trained, ckpt_path
+
+    def on_test_end(self, trainer, pl_module):
+        if not (self.active and trainer.is_global_zero):
+            return
+        dm = trainer.datamodule
+        val = dm.evaluated_faces("val", trainer.limit_val_batches)
+        test = dm.evaluated_faces("test", trainer.limit_test_batches)
+        log.info(
+            "calibrating: a temperature per TTA mode (%s) fitted on %d %s faces, judged on %d %s faces, "
+            "one pass over each (calibrate=false skips this)",
+            ", ".join(calibration.TTA_MODES),
+            len(val[1]),
+            dm.split_names["val"],
+            len(test[1]),
+            dm.split_names["test"],
+        )
+        report = calibration.report(pl_module, val, test, dm.mean, dm.std, pl_module.input_size)
+        pl_module.temperatures = {mode: r["temperature"] for mode, r in report.items()}
+        r = report[pl_module.tta]
+        title = (
+            f"{pl_module.net_spec['arch']}, {dm.split_names['test']}, tta={pl_module.tta}: "
+            f"temperature {r['temperature']:.2f} fitted on {dm.split_names['val']}"
+        )
+        plots.save(
+            plots.reliability_figure(r["reliability"], r["reliability_calibrated"], title), self.run_dir / "reliability.png"
+        )
+        tested = trainer.ckpt_path  # the best checkpoint the test loaded; None when it tested the weights in memory
+        if tested:
+            update_meta(tested, temperature=pl_module.temperatures)
+            report["stored_in"] = str(tested)
+        elif self.ckpt_path and not self.trained:
+            copy = save_slim(
+                self.ckpt_path,
+                self.run_dir / "checkpoints" / "calibrated.ckpt",
+                meta_updates={"temperature": pl_module.temperatures},
+            )
+            report["stored_in"] = str(copy)
+            log.info("calibrated copy of %s: %s", self.ckpt_path, copy)
+        pl_module.reports["calibration"] = report
