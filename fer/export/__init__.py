@@ -17,9 +17,9 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -29,9 +29,6 @@ from fer.infer.onnx_backend import INPUT, OUTPUT, metadata_props, open_session
 from fer.preprocess import to_network_input
 from fer.runs.atomic import replace_atomically
 from fer.runs.checkpoint import load_network
-
-if TYPE_CHECKING:
-    import onnx
 
 OPSET = 17  # onnxruntime >= 1.13 and every torch >= 2.2 support it
 OPSETS = range(13, 21)  # 13: Softmax over one axis; 20: the newest the TorchScript exporter writes
@@ -60,7 +57,6 @@ def output_path(ckpt_path: Path, output: str | None) -> Path:
 
 
 def trace(model: FaceProbabilities, size: int, opset: int) -> onnx.ModelProto:
-    import onnx  # the export extra: imported when an export runs, so `python -m fer.export` without it says so in one line
 
     faces = torch.zeros((2, size, size), dtype=torch.uint8)
     buffer = io.BytesIO()
@@ -120,7 +116,6 @@ def export_onnx(
     ckpt_path: str | Path, output: str | None = None, overwrite: bool = False, opset: int = OPSET
 ) -> tuple[Path, dict]:
     """checkpoint -> (the .onnx written, facts about it: meta, largest difference to PyTorch)."""
-    import onnx
 
     if not ckpt_path:
         raise FerError("no checkpoint given: pass ckpt_path=PATH to a .ckpt from `python train.py`")
