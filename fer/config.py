@@ -139,7 +139,7 @@ DETECTORS = {"haar": Haar, "retinaface": RetinaFace}  # by the option's name in 
 
 @dataclass
 class Infer:
-    ckpt_path: Any = setting("str", what="a path")
+    ckpt_path: Any = setting("str", null=True, what="a path")  # null: app.py says which file to give
     backend: Any = setting("choice", choices=("auto", "torch", "onnx"))
     output: Any = setting("str", null=True, what="a path")
     predictions: Any = setting("str", null=True, what="a path")

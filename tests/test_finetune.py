@@ -80,7 +80,7 @@ def test_bad_class_folders_get_one_line(tmp_path):
         "found cats",
     )
     r = run_cli(["train.py", f"data.path={tmp_path}", "data.faces=crop", f"hydra.run.dir={tmp_path / 'run2'}"])
-    assert_clean_error(r, "data.faces='crop'")
+    assert_clean_error(r, "data.faces=crop")
 
 
 @pytest.mark.slow

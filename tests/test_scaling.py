@@ -280,12 +280,12 @@ def test_joblib_launcher_runs_sweep_jobs_side_by_side(tiny_csv, tmp_path):
 def test_unknown_launcher_or_search_option(tmp_path):
     assert_clean_error(
         run_cli(["train.py", "-m", "hydra/launcher=kubernetes", f"hydra.sweep.dir={tmp_path}"]),
-        "hydra/launcher/kubernetes",
+        "hydra/launcher=kubernetes",
         "joblib",
         "slurm",
     )
     assert_clean_error(
-        run_cli(["train.py", "-m", "hparams_search=hyperopt", f"hydra.sweep.dir={tmp_path}"]), "hparams_search/hyperopt", "optuna"
+        run_cli(["train.py", "-m", "hparams_search=hyperopt", f"hydra.sweep.dir={tmp_path}"]), "hparams_search=hyperopt", "optuna"
     )
 
 

@@ -174,7 +174,7 @@ def test_csv_logger_writes_metrics_csv_and_the_face_settings_reach_the_checkpoin
     assert len([row for row in rows if row.get("val/acc")]) == 2 and any(row.get("test/acc") for row in rows)
     assert any(row.get("hp/test_acc") for row in rows)  # the run's final figures, as the TensorBoard run has them
     hparams = yaml.safe_load((tmp_path / "csv" / "hparams.yaml").read_text())
-    assert hparams["face"]["gamma"] == 1.2 and hparams["model"]["net"]["dropout"] == 0.4
+    assert hparams["preprocess"]["gamma"] == 1.2 and hparams["model"]["net"]["dropout"] == 0.4
     face = {"align": False, "margin": 0.0, "gamma": 1.2}
     for ckpt_path in (tmp_path / "checkpoints").glob("*.ckpt"):
         ckpt = torch.load(ckpt_path, weights_only=True)
