@@ -103,7 +103,8 @@ def real_faces(fer2013):
 def _isolated_cache(tmp_path_factory):
     # Parsed-data cache shared by the whole session (its xdist workers and the commands it runs), never the user's ~/.cache.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FER_CACHE_DIR", str(_shared_dir(tmp_path_factory) / "fer-cache"))
+        # FER_TEST_CACHE_DIR: a cache kept across test runs (tests/mutation_check.py runs pytest once per mutant)
+        mp.setenv("FER_CACHE_DIR", os.environ.get("FER_TEST_CACHE_DIR") or str(_shared_dir(tmp_path_factory) / "fer-cache"))
         yield
 
 

@@ -50,3 +50,18 @@ def test_auto_runs_an_onnx_file_on_onnxruntime(tmp_path):
 
     path, _ = export_onnx(SHIPPED, output=str(tmp_path / "shipped.onnx"))
     assert isinstance(open_classifier("auto", path, threads=1), OnnxFaceClassifier)
+
+
+def test_the_shipped_models_export_py_file_gives_torchs_probabilities_on_real_faces(tmp_path, real_faces):
+    # The file `python export.py` writes, read back as infer.py backend=onnx reads it. On the trained model
+    # a wrong mean or std in the graph moves probabilities by tenths, far beyond the tolerance.
+    from conftest import run_cli
+
+    out = tmp_path / "shipped.onnx"
+    r = run_cli(["export.py", f"ckpt_path={SHIPPED}", f"output={out}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    faces, _ = real_faces
+    got = OnnxFaceClassifier.from_file(out, threads=1)(faces)
+    expected = open_classifier("torch", SHIPPED, threads=1)(faces)
+    assert expected.max(axis=1).mean() > 0.5
+    assert np.abs(got - expected).max() < 1e-4

@@ -346,3 +346,88 @@ def test_documented_command_runs(cmd, tiny_run, tiny_ckpt, faces, own_faces, fer
     done = run_cli([str(ROOT / cmd.script), *args], cwd=folder, env=env)
     assert done.returncode == cmd.exit_code, f"{cmd.where}: {cmd.text}\nran: {shlex.join(args)}\n{done.stderr[-3000:]}"
     assert "Traceback" not in done.stderr
+    if cmd.exit_code == 0:
+        check_what_it_wrote(cmd.script, args, folder)
+
+
+# --- what the commands wrote ----------------------------------------------------------------------
+def _path_in(folder: Path, value: str) -> Path:
+    path = Path(_unquoted(value)).expanduser()
+    return path if path.is_absolute() else folder / path
+
+
+def check_what_it_wrote(script: str, args: list[str], folder: Path):
+    """The files a command that exited 0 names exist and hold what it promises: a video with frames, an image,
+    a predictions file with rows, a checkpoint that loads, an .onnx that loads."""
+    if script == "infer.py":
+        output, predictions = _value(args, "output"), _value(args, "predictions")
+        if output and output != "null":
+            _check_infer_output(_path_in(folder, output))
+        if predictions and predictions != "null":
+            _check_predictions(_path_in(folder, predictions))
+    elif script == "export.py":
+        output = _value(args, "output")
+        onnx_file = _path_in(folder, output) if output else _path_in(folder, _value(args, "ckpt_path")).with_suffix(".onnx")
+        _check_onnx(onnx_file)
+    elif script == "train.py" and _value(args, "train") != "false" and not {"--cfg", "-c", "--help"} & set(args):
+        runs = _path_in(folder, _value(args, "hydra.run.dir")) if _value(args, "hydra.run.dir") else folder
+        best = sorted(runs.rglob("best-*.ckpt"))
+        assert best, f"no best-*.ckpt under {runs}"
+        for ckpt in best:
+            _check_checkpoint(ckpt)
+
+
+def _check_infer_output(path: Path):
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        video = cv2.VideoCapture(str(path))
+        frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+        ok, frame = video.read()
+        video.release()
+        assert ok and frame is not None and frames > 0, f"{path}: no frames"
+    elif suffix in IMAGE_SUFFIXES:
+        image = cv2.imread(str(path))
+        assert image is not None and image.size > 0, f"{path}: not an image"
+    else:  # a folder of annotated images
+        written = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+        assert written and all(cv2.imread(str(p)) is not None for p in written), f"{path}: no images"
+
+
+def _check_predictions(path: Path):
+    import csv
+    import json
+
+    from fer.data.labels import EMOTIONS
+
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert rows and all(set(row["probs"]) == set(EMOTIONS) for row in rows), path
+        probs = [list(row["probs"].values()) for row in rows]
+    else:
+        rows = list(csv.DictReader(path.open()))
+        assert rows and all(row["label"] in EMOTIONS for row in rows), path
+        probs = [[float(row[c]) for c in EMOTIONS] for row in rows]
+    assert all(abs(sum(p) - 1) < 1e-3 for p in probs), f"{path}: probabilities that do not sum to 1"
+
+
+def _check_onnx(path: Path):
+    from fer.infer.onnx_backend import OnnxFaceClassifier
+
+    classifier = OnnxFaceClassifier.from_file(path, threads=1)
+    probs = classifier(_probe(classifier.image_size))
+    assert probs.shape == (2, len(classifier.class_names)), path
+
+
+def _probe(size: int):
+    import numpy as np
+
+    return np.random.default_rng(0).integers(0, 256, (2, size, size), dtype=np.uint8)
+
+
+def _check_checkpoint(path: Path):
+    from fer.runs.checkpoint import load_network
+
+    net, meta = load_network(path)
+    x = torch.zeros(1, 1, meta.input_size, meta.input_size)
+    with torch.no_grad():
+        assert net(x).shape == (1, len(meta.class_names)), path

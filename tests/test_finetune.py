@@ -124,3 +124,56 @@ def test_finetune_on_own_faces_end_to_end(tmp_path, fer2013):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "out.jpg").is_file()
+
+
+def _shipped_net_weights() -> dict:
+    from fer.runs.checkpoint import net_weights, read_checkpoint
+
+    return net_weights(read_checkpoint(SHIPPED)["state_dict"])
+
+
+def test_init_from_copies_every_network_tensor_of_the_checkpoint():
+    import torch
+
+    from fer.train.module import EmotionClassifier
+    from fer.train.warmstart import load_initial_weights
+
+    from conftest import model_net
+
+    torch.manual_seed(0)
+    model = EmotionClassifier(net=model_net("regularized"), class_names=EMOTIONS, image_size=48, input_size=44)
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    load_initial_weights(model, SHIPPED)
+    ours, stored = model.net.state_dict(), _shipped_net_weights()
+    assert set(ours) == set(stored)
+    for k, v in stored.items():
+        assert torch.equal(ours[k], v.to(ours[k].dtype)), k
+    assert not torch.equal(before["features.0.weight"], ours["features.0.weight"])  # a random start differs
+
+
+def test_freeze_features_keeps_the_convolutions_bit_identical_and_trains_the_head(tmp_path, tiny_csv):
+    # A short fine-tune of the shipped model through train.py: what it saves holds the shipped
+    # convolutional weights and BatchNorm statistics unchanged, and a head that moved.
+    import torch
+
+    run = tmp_path / "run"
+    r = run_cli(
+        [
+            "train.py",
+            f"init_from={SHIPPED}",
+            "callbacks=freeze_features",
+            f"data.path={tiny_csv}",
+            "data.batch_size=8",
+            *SHORT,
+            f"hydra.run.dir={run}",
+        ]
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    stored = _shipped_net_weights()
+    features = [k for k in stored if k.startswith("features.")]
+    assert features
+    for k in features:
+        assert torch.equal(saved[f"net.{k}"].to(stored[k].dtype), stored[k]), k
+    head = [k for k in stored if k.startswith("classifier.") and k.endswith("weight")]
+    assert any(not torch.equal(saved[f"net.{k}"].float(), stored[k]) for k in head)

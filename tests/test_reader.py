@@ -174,3 +174,18 @@ def test_default_name_finds_the_other_form_beside_it(tmp_path):
     plain = write_csv(tmp_path / "x.csv", random_rows())
     (tmp_path / "fer2013.csv.gz").write_bytes(gzip.compress(plain.read_bytes()))
     _check_tiny(read_fer2013(tmp_path / "fer2013.csv"))
+
+
+def test_the_second_load_reads_the_cache_and_parses_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path / "cache"))  # this test's own cache: one file, its own
+    path = write_csv(tmp_path / "f.csv", random_rows(seed=3))
+    first = load(fer2013_settings(path), Fer2013())
+    assert len(list(_cache_files())) == 1
+
+    def no_parse(self, settings):
+        raise AssertionError("parsed again: the cache was not read")
+
+    monkeypatch.setattr(Fer2013, "read", no_parse)
+    again = load(fer2013_settings(path), Fer2013())
+    for name in ("images", "labels", "splits"):
+        assert np.array_equal(getattr(first, name), getattr(again, name)), name

@@ -96,3 +96,57 @@ def test_infer_uses_the_shipped_model_by_default(tmp_path, real_faces):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 1 + len(real_faces[0])
+
+
+# The shipped file, and what infer.py with no ckpt_path says about the first PrivateTest face of each class
+# (PrivateTest rows 4, 67, 5, 1, 6, 0, 2 as PNG crops, detect=false): label, then the seven probabilities.
+SHIPPED_SHA256 = "7704fc5bbdd9e5160c80f2620a63f71da699c2374817add9e8a405d2c5e68ba7"
+SHIPPED_SAYS = [
+    ("Angry", [0.84168, 0.02408, 0.05614, 0.0165, 0.02858, 0.01424, 0.01877]),
+    ("Neutral", [0.0649, 0.02019, 0.18137, 0.02838, 0.14981, 0.09375, 0.4616]),
+    ("Fear", [0.05795, 0.02397, 0.68935, 0.0184, 0.04792, 0.14219, 0.02023]),
+    ("Happy", [0.01551, 0.01831, 0.02004, 0.85304, 0.01815, 0.02421, 0.05074]),
+    ("Angry", [0.33489, 0.06382, 0.15256, 0.02116, 0.27141, 0.05695, 0.09921]),
+    ("Surprise", [0.01374, 0.0146, 0.04952, 0.01686, 0.01228, 0.87848, 0.01451]),
+    ("Neutral", [0.04918, 0.01457, 0.05139, 0.0226, 0.06338, 0.0255, 0.77338]),
+]
+
+
+def test_the_shipped_file_is_the_one_recorded():
+    import hashlib
+
+    assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == SHIPPED_SHA256
+
+
+def test_infer_by_default_gives_the_shipped_models_recorded_predictions(tmp_path, real_faces):
+    import csv
+
+    import cv2
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i, face in enumerate(real_faces[0]):
+        cv2.imwrite(str(crops / f"{i}.png"), face)
+    r = run_cli(
+        [str(ROOT / "infer.py"), f"source={crops}", "detect=false", "display=false", f"predictions={tmp_path / 'p.csv'}"],
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [row["file"] for row in rows] == [f"{i}.png" for i in range(7)]
+    for row, (label, probs) in zip(rows, SHIPPED_SAYS, strict=True):
+        assert row["label"] == label, row
+        got = [float(row[c]) for c in ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")]
+        assert np.allclose(got, probs, rtol=0, atol=1e-4), (row["file"], got)
+
+
+@pytest.mark.slow
+def test_shipped_model_privatetest_accuracy_is_the_readmes_figure_to_the_hundredth(fer2013):
+    # Deterministic: the README's two-decimal figure, not a band around it (0.03 points is one face of 3,589).
+    net, meta = load_network(SHIPPED)
+    images, labels = fer2013.split("test")
+    with torch.no_grad():
+        x = to_network_input(torch.from_numpy(images), meta.mean, meta.std, meta.input_size)
+        preds = torch.cat([net(x[i : i + 512]).argmax(1) for i in range(0, len(labels), 512)]).numpy()
+    correct = int((preds == labels).sum())
+    assert f"{100 * correct / len(labels):.2f}" == f"{readme_test_accuracy():.2f}", (correct, len(labels))
