@@ -149,7 +149,6 @@ def checked_graph(
     """The model's ONNX graph and its largest probability difference to PyTorch (refused above MAX_DIFFERENCE).
 
     export.py writes the graph to a file; infer.py's default backend runs it from memory (fer.infer.app)."""
-    import onnx  # the export extra, as in trace()
 
     proto = trace(model, size, opset)
     proto.producer_name, proto.producer_version = "fer", fer.__version__
