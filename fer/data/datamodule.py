@@ -18,6 +18,7 @@ from fer.data.cache import load
 from fer.data.faceset import Reader, ReadSettings
 from fer.data.reader import Fer2013
 from fer.errors import FerError
+from fer.paths import listing
 from fer.preprocess import center_crop, normalize
 
 log = logging.getLogger(__name__)
@@ -247,4 +248,4 @@ def _checked_sizes(image_size: int, input_size: int | None) -> tuple[int, int]:
 def _class_folders(root: Path) -> list[str]:
     """The class folder names of an image-folder data set (train/<class>/, else <class>/), sorted; [] if none."""
     parent = root / "train" if (root / "train").is_dir() else root
-    return sorted(d.name for d in parent.iterdir() if d.is_dir()) if parent.is_dir() else []
+    return [e.name for e in listing(parent) if e.is_dir()] if parent.is_dir() else []
