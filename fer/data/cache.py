@@ -17,7 +17,7 @@ from fer.paths import listing
 from fer.runs.atomic import replace_atomically
 
 log = logging.getLogger(__name__)
-FORMAT = 2  # bump when the reader's output changes
+FORMAT = 3  # bump when the reader's output changes
 
 
 def cache_dir() -> Path:

@@ -183,11 +183,13 @@ class _Lazy:
 
 
 def carve(labels: np.ndarray, splits: np.ndarray, fraction: float, seed: int, into: int, n_classes: int) -> np.ndarray:
-    """Move a fixed, seeded, stratified fraction of each class's training faces into split `into`."""
+    """Move a fixed, seeded, stratified fraction of each class's training faces into split `into`: at least
+    one face of a class (a folder of 5 faces a class still validates and tests every class), as long as one
+    stays to train on."""
     splits = splits.copy()
     rng = np.random.default_rng(seed if into == 1 else [seed, into])  # validation: the seeding FER2013's folders always had
     for c in range(n_classes):
         idx = np.flatnonzero((labels == c) & (splits == 0))
-        n = int(round(fraction * idx.size))
-        splits[rng.permutation(idx)[:n]] = into
+        n = min(max(int(round(fraction * idx.size)), 1 if fraction > 0 else 0), idx.size - 1)
+        splits[rng.permutation(idx)[: max(n, 0)]] = into
     return splits
