@@ -189,12 +189,12 @@ def test_checkpoints_that_are_not_ours_or_from_another_model(tiny_csv, tmp_path,
     junk = tmp_path / "junk.ckpt"
     junk.write_text("not a checkpoint")
     r = run_cli(["train.py", "train=false", f"ckpt_path={junk}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'a'}"])
-    assert_clean_error(r, "is not a fer checkpoint")
+    assert_clean_error(r, "is not a checkpoint this project wrote")
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "epoch": 3}, other)
     assert_clean_error(
         run_cli(["train.py", "train=false", f"ckpt_path={other}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'b'}"]),
-        "is not a fer checkpoint",
+        "is not a checkpoint this project wrote",
     )
     # a regularized checkpoint given to a baseline run
     r = run_cli(["train.py", *TINY, f"ckpt_path={random_checkpoint}", f"data.path={tiny_csv}", f"hydra.run.dir={tmp_path / 'c'}"])

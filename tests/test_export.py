@@ -260,7 +260,10 @@ def test_export_cli_writes_beside_the_checkpoint_and_refuses_bad_input(random_ch
     cases = {
         "exists": ([f"ckpt_path={ckpt}"], "already exists; choose another output= or pass overwrite=true"),
         "no checkpoint": ([], "pass ckpt_path="),
-        "not a checkpoint": ([f"ckpt_path={tmp_path / 'notes.txt'}", f"output={tmp_path / 'n.onnx'}"], "is not a fer checkpoint"),
+        "not a checkpoint": (
+            [f"ckpt_path={tmp_path / 'notes.txt'}", f"output={tmp_path / 'n.onnx'}"],
+            "is not a checkpoint this project wrote",
+        ),
     }
     for name, (args, message) in cases.items():
         done = run_cli(["export.py", *args])

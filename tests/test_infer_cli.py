@@ -310,7 +310,7 @@ def bad_inputs(tmp_path, ckpt, clip_path):
     return {
         "no checkpoint": (["source=x.jpg", "ckpt_path=null"], "pass ckpt_path="),
         "missing checkpoint": ([f"ckpt_path={tmp_path / 'nope.ckpt'}"], "checkpoint not found"),
-        "not our checkpoint": ([f"ckpt_path={text}"], "is not a fer checkpoint"),
+        "not our checkpoint": ([f"ckpt_path={text}"], "is not a checkpoint this project wrote"),
         "missing source": ([f"ckpt_path={ckpt}", f"source={tmp_path / 'nope.mp4'}"], "source not found"),
         "not an image or video": ([f"ckpt_path={ckpt}", f"source={text}"], "is not an image or video"),
         "empty folder": ([f"ckpt_path={ckpt}", f"source={tmp_path / 'empty'}"], "no images in the folder"),

@@ -1,6 +1,6 @@
 """A parsed data set kept in the user's cache dir (never the repo): a second run loads FER2013 in well
 under a second instead of re-parsing ~300 MB of text. Keyed on the reader, the source's path, size and
-mtime, and the settings the parse depends on."""
+mtime (a folder: every file's path, size and mtime), and the settings the parse depends on."""
 
 import dataclasses
 import hashlib
@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from fer.data.faceset import FerData, Reader, ReadSettings
+from fer.paths import listing
 from fer.runs.atomic import replace_atomically
 
 log = logging.getLogger(__name__)
-FORMAT = 2  # bump when the reader's output changes
+FORMAT = 3  # bump when the reader's output changes
 
 
 def cache_dir() -> Path:
@@ -26,18 +27,27 @@ def cache_dir() -> Path:
 
 
 def _fingerprint(path: Path) -> str:
-    if path.is_dir():  # a folder of images: its file count and newest change
-        stats = [e.stat() for e in path.rglob("*") if e.is_file()]
-        size, mtime = len(stats), max((s.st_mtime_ns for s in stats), default=0)
-    else:
-        st = path.stat()
-        size, mtime = st.st_size, st.st_mtime_ns
-    return f"{path.resolve()}|{size}|{mtime}"
+    if path.is_dir():  # a folder of images: every picture's place (its class) and content, as stat sees them
+        files = "\n".join(f"{rel}|{st.st_size}|{st.st_mtime_ns}" for rel, st in _files(path, path, depth=3))
+        return f"{path.resolve()}|{hashlib.sha1(files.encode()).hexdigest()}"
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _files(root: Path, folder: Path, depth: int):
+    """(relative path, stat) of the files under folder, sorted, down to `depth` levels: DIR/train/<class>/picture
+    at most. Symlinked folders are followed (a class folder may live elsewhere); the depth ends any loop."""
+    for entry in listing(folder):
+        if entry.is_dir():
+            if depth > 1:
+                yield from _files(root, Path(entry.path), depth - 1)
+        elif entry.is_file():
+            yield Path(entry.path).relative_to(root).as_posix(), entry.stat()
 
 
 def load(settings: ReadSettings, reader: Reader, use_cache: bool = True) -> FerData:
     """reader.read(settings) with a cache in front of it, keyed on the reader, the source file or folder
-    (path, size, mtime) and the settings the reader's parse depends on (Reader.depends_on)."""
+    (path, size, mtime; in a folder, every file's) and the settings the reader's parse depends on (Reader.depends_on)."""
     path = reader.locate(settings.path)
     settings = dataclasses.replace(settings, path=str(path))
     if not use_cache:

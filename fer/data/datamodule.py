@@ -13,11 +13,13 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
+from fer.data import fewfaces
 from fer.data.augment import BatchAugment
 from fer.data.cache import load
 from fer.data.faceset import Reader, ReadSettings
 from fer.data.reader import Fer2013
 from fer.errors import FerError
+from fer.paths import listing
 from fer.preprocess import center_crop, normalize
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,9 @@ class FaceDataModule(L.LightningDataModule):
         if self.splits:
             return
         data = load(self.read_settings(), self.reader, self.use_cache)
+        folder = Path(self.path).is_dir()
+        if folder:  # class folders have train/validation/test, whatever a data config calls a file's splits
+            self.split_names = dict(GENERIC_SPLIT_NAMES)
         for name in ("train", "val", "test"):
             images, labels = data.split(name)
             self.splits[name] = Faces(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
@@ -118,10 +123,14 @@ class FaceDataModule(L.LightningDataModule):
         needed = {"validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
         for name in needed:
             if len(self.splits[name]) == 0:
+                if folder:
+                    fewfaces.refuse_empty_split(Path(self.path), self.describe(name), data.labels, self.class_names)
                 raise FerError(
                     f"{self.path}: the {self.describe(name)} split is empty; "
                     f"training needs faces in each of {', '.join(self.split_names.values())}"
                 )
+        if stage in (None, "fit"):
+            fewfaces.warn_if_few(data.split("train")[1], self.class_names, self.path)
         train = self.splits["train"].images
         if len(train) and not self._pinned:
             pixels = train.float() / 255.0
@@ -247,4 +256,4 @@ def _checked_sizes(image_size: int, input_size: int | None) -> tuple[int, int]:
 def _class_folders(root: Path) -> list[str]:
     """The class folder names of an image-folder data set (train/<class>/, else <class>/), sorted; [] if none."""
     parent = root / "train" if (root / "train").is_dir() else root
-    return sorted(d.name for d in parent.iterdir() if d.is_dir()) if parent.is_dir() else []
+    return [e.name for e in listing(parent) if e.is_dir()] if parent.is_dir() else []

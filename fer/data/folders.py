@@ -21,6 +21,7 @@ import numpy as np
 
 from fer.data.faceset import BadRows, FerData, Reader, ReadSettings
 from fer.errors import FerError
+from fer.paths import listing, readable
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,11 @@ def read_folders(
     images, labels, splits, names, no_face = [], [], [], [], []
     prefixed = False
     for class_dir, label, default_split in layout:
-        for f in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        for f in _pictures(class_dir):
             picture = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if picture is None:
+                if not readable(f):
+                    raise FerError(f"permission denied: {f}")
                 bad(str(f.relative_to(root)), "not a readable image")
                 continue
             face = _face_of(picture, faces, finder, image_size)
@@ -123,7 +126,7 @@ def _layout(root: Path, class_names: Sequence[str]) -> list[tuple[Path, int, int
     """(class folder, label, default split) for every class folder under root."""
     class_index = {name.lower(): i for i, name in enumerate(class_names)}
     known = ", ".join(n.lower() for n in class_names)
-    tops = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
+    tops = {d.name.lower(): d for d in _folders(root)}
     if "train" in tops:
         parents = [(tops["train"], 0)] + ([(tops["test"], 2)] if "test" in tops else [])
     elif tops and all(name in class_index for name in tops):
@@ -135,7 +138,7 @@ def _layout(root: Path, class_names: Sequence[str]) -> list[tuple[Path, int, int
         )
     layout, unknown = [], []
     for parent, split in parents:
-        for class_dir in sorted(d for d in parent.iterdir() if d.is_dir()):
+        for class_dir in _folders(parent):
             label = class_index.get(class_dir.name.lower())
             if label is None:
                 unknown.append(class_dir.relative_to(root).as_posix())
@@ -146,6 +149,14 @@ def _layout(root: Path, class_names: Sequence[str]) -> list[tuple[Path, int, int
             "add their names to data.class_names=[...] (in label order) or remove the folders"
         )
     return layout
+
+
+def _folders(parent: Path) -> list[Path]:
+    return [Path(e.path) for e in listing(parent) if e.is_dir()]
+
+
+def _pictures(class_dir: Path) -> list[Path]:
+    return [Path(e.path) for e in listing(class_dir) if Path(e.name).suffix.lower() in IMAGE_SUFFIXES]
 
 
 def _face_of(picture: np.ndarray, faces: str, finder: "_Lazy", size: int) -> np.ndarray | None:
@@ -172,11 +183,13 @@ class _Lazy:
 
 
 def carve(labels: np.ndarray, splits: np.ndarray, fraction: float, seed: int, into: int, n_classes: int) -> np.ndarray:
-    """Move a fixed, seeded, stratified fraction of each class's training faces into split `into`."""
+    """Move a fixed, seeded, stratified fraction of each class's training faces into split `into`: at least
+    one face of a class (a folder of 5 faces a class still validates and tests every class), as long as one
+    stays to train on."""
     splits = splits.copy()
     rng = np.random.default_rng(seed if into == 1 else [seed, into])  # validation: the seeding FER2013's folders always had
     for c in range(n_classes):
         idx = np.flatnonzero((labels == c) & (splits == 0))
-        n = int(round(fraction * idx.size))
-        splits[rng.permutation(idx)[:n]] = into
+        n = min(max(int(round(fraction * idx.size)), 1 if fraction > 0 else 0), idx.size - 1)
+        splits[rng.permutation(idx)[: max(n, 0)]] = into
     return splits

@@ -133,8 +133,8 @@ def export_onnx(
         net, meta = load_network(ckpt_path)
     except (KeyError, IndexError, TypeError, UnicodeDecodeError) as e:  # what torch's safe unpickler raises on junk
         raise FerError(
-            f"{ckpt_path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
-            "pass the .ckpt written by `python train.py`"
+            f"{ckpt_path} is not a checkpoint this project wrote (or not a trusted one): its contents are not what one holds "
+            f"({type(e).__name__}); pass the .ckpt written by `python train.py`"
         ) from None
     model = FaceProbabilities(net, meta.mean, meta.std, meta.input_size, meta.temperature_of("none"))
     proto, difference = checked_graph(model, meta.image_size, len(meta.class_names), meta.arch, opset)

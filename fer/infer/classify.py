@@ -60,8 +60,8 @@ class FaceClassifier:
         except (KeyError, IndexError, TypeError, UnicodeDecodeError) as e:
             # What torch's safe unpickler raises on some files that are not checkpoints (text, empty).
             raise FerError(
-                f"{path} is not a fer checkpoint (could not read it: {type(e).__name__}); "
-                "pass the .ckpt written by `python train.py`"
+                f"{path} is not a checkpoint this project wrote (or not a trusted one): its contents are not what one holds "
+                f"({type(e).__name__}); pass the .ckpt written by `python train.py`"
             ) from None
         tta = check_mode(tta)
         classifier = cls(

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from fer.errors import FerError
+from fer.paths import listing, readable
 
 IMAGE_SUFFIXES = {
     ".jpg",
@@ -197,6 +198,8 @@ def open_stream(url: str) -> VideoSource:
 
 
 def open_file(path: Path) -> ImageSource | VideoSource:
+    if not readable(path):
+        raise FerError(f"permission denied: {path}")
     # The suffix says which to try first (a GIF may be either); the content decides.
     video_first = path.suffix.lower() in VIDEO_SUFFIXES
     image = None if video_first else read_image(path)
@@ -221,10 +224,19 @@ def open_file(path: Path) -> ImageSource | VideoSource:
 
 
 def open_folder(path: Path) -> ImageSource:
-    images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(_images_under(path))
     if not images:
         raise FerError(f"no images in the folder {path} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, in subfolders too)")
     return ImageSource(images, root=path)
+
+
+def _images_under(folder: Path):
+    # Path.rglob passes over a subfolder it may not list; here that is "permission denied", not "no images".
+    for entry in listing(folder):
+        if entry.is_dir():
+            yield from _images_under(Path(entry.path))
+        elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+            yield Path(entry.path)
 
 
 def camera_index(spec) -> int | None:

@@ -2,15 +2,34 @@
 architecture spec, class names, image size, normalisation statistics, input size and face settings,
 all plain Python types, so loading needs neither Hydra nor unpickling of arbitrary objects."""
 
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fer.errors import FerError
+from fer.errors import FerError, first_line
 from fer.models import build_net
 from fer.runs.atomic import replace_atomically
 from fer.runs.meta import ModelMeta
+
+NOT_OURS = "is not a checkpoint this project wrote (or not a trusted one)"
+
+
+def unreadable(path: Path, e: Exception) -> str:
+    """What a file torch.load(weights_only=True) refused is, in one line. Never torch's own text: it ends
+    in advice to load with weights_only=False, which runs whatever code the file holds."""
+    if path.stat().st_size == 0:
+        return f"{path} is empty (0 bytes), not a checkpoint"
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if all(c >= 32 or c in b"\t\n\r" for c in head):  # no control bytes: text (a zip or a pickle starts with some)
+        return f"{path} {NOT_OURS}: it is a text file; pass the .ckpt written by `python train.py`"
+    if isinstance(e, pickle.UnpicklingError) and "global" in str(e).lower():  # "Unsupported global: GLOBAL module.Class"
+        what = "it holds Python objects besides weights and plain values, which are never loaded (they could run code)"
+    else:
+        what = f"torch cannot read it as weights ({type(e).__name__})"
+    return f"{path} {NOT_OURS}: {what}; pass the .ckpt written by `python train.py`"
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -23,12 +42,9 @@ def read_checkpoint(path: str | Path) -> dict:
     except PermissionError:
         raise FerError(f"cannot read {path}: permission denied") from None
     except Exception as e:  # torch's safe unpickler raises many kinds (IndexError on an empty file, KeyError on text...)
-        if path.stat().st_size == 0:
-            raise FerError(f"{path} is empty (0 bytes), not a checkpoint") from None
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise FerError(f"{path} is not a fer checkpoint (could not read it: {first})") from None
+        raise FerError(unreadable(path, e)) from None
     if not isinstance(ckpt, dict) or "fer" not in ckpt or "state_dict" not in ckpt:
-        raise FerError(f"{path} is not a fer checkpoint (no 'fer' entry); train one with `python train.py`")
+        raise FerError(f"{path} {NOT_OURS} (no 'fer' entry); train one with `python train.py`")
     if not isinstance(ckpt["state_dict"], dict):
         raise FerError(f"{path} is not a usable fer checkpoint: its state_dict is not a mapping")
     ModelMeta.from_dict(ckpt["fer"], path)  # refuses, in one line, what the code that reads it could not use
@@ -59,7 +75,20 @@ def load_network(path: str | Path) -> tuple[nn.Module, ModelMeta]:
 def mismatch(e: RuntimeError) -> str:
     """load_state_dict's many-line complaint -> its first problem, one line."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return (lines[1] if len(lines) > 1 else lines[0] if lines else "size mismatch")[:200]
+    return first_line(lines[1] if len(lines) > 1 else lines[0] if lines else "size mismatch", 200)
+
+
+def weight_differences(stored: dict, wanted: dict, limit: int = 3) -> str:
+    """Where two state dicts differ, one line: tensors of another shape, then ones only one side has."""
+    shapes = [
+        f"{k} {tuple(stored[k].shape)} in the checkpoint, {tuple(wanted[k].shape)} here"
+        for k in wanted
+        if k in stored and stored[k].shape != wanted[k].shape
+    ]
+    shapes += [f"{k} missing from the checkpoint" for k in wanted if k not in stored]
+    shapes += [f"{k} only in the checkpoint" for k in stored if k not in wanted]
+    more = f" and {len(shapes) - limit} more" if len(shapes) > limit else ""
+    return "; ".join(shapes[:limit]) + more
 
 
 def _save_atomically(ckpt: dict, dst: Path):

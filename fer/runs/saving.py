@@ -45,6 +45,12 @@ class RunCheckpoint(ModelCheckpoint):
         # ModelCheckpoint's key, so checkpoints written before this class existed resume with their state.
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
+    def format_checkpoint_name(self, metrics: dict, *args, **kwargs) -> str:
+        # {epoch} in a file name counts as the log does: the first epoch's best is best-epoch01, "(epoch 1)".
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, *args, **kwargs)
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["dirpath"] = "."  # the directory is wherever the run is now

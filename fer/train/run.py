@@ -1,6 +1,7 @@
 """What `python train.py` does: build data, model, callbacks, loggers and trainer -> fit -> test the best
 checkpoint. The reports after the test are callbacks (fer/train/callbacks/, conf/callbacks/default.yaml)."""
 
+import errno
 import logging
 import shlex
 import shutil
@@ -177,6 +178,7 @@ def _fit(cfg: DictConfig, trainer: L.Trainer, model: EmotionClassifier, datamodu
     with (
         _no_events_unless_an_epoch_ran(trainer.loggers, run_dir, model, resuming),
         _ctrl_c_exits_130(trainer, lambda: _resume_hint(run_dir, model)),
+        _disk_full_says_how_to_resume(run_dir, model),
     ):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path if resuming else None)
     checkpoint = _best_checkpoint(trainer)
@@ -251,6 +253,22 @@ def _ctrl_c_exits_130(trainer: L.Trainer, what_next):
         if distributed.is_rank_zero():
             log.warning(what_next())
         raise KeyboardInterrupt from None  # train.py's exit_on_user_error: "interrupted", exit 130
+
+
+@contextmanager
+def _disk_full_says_how_to_resume(run_dir: Path, model: EmotionClassifier):
+    """A full disk while a checkpoint is written: one line, in train.log too, with the resume command. The
+    write that failed left the previous last.ckpt as it was (fer.runs.atomic), so the hint holds."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = e.filename or run_dir
+        message = f"no space left on the disk writing {where}; free some, then: {_resume_hint(run_dir, model)}"
+        if distributed.is_rank_zero():
+            log.error(message)
+        raise FerError(message) from None
 
 
 def _resume_hint(run_dir: Path, model: EmotionClassifier) -> str:

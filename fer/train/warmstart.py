@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 
 from fer.errors import FerError
-from fer.runs.checkpoint import net_weights, read_checkpoint
+from fer.runs.checkpoint import net_weights, read_checkpoint, weight_differences
 from fer.runs.meta import ModelMeta
 from fer.train.calibration import split_logits
 
@@ -35,15 +35,19 @@ def load_initial_weights(model, path: str | Path) -> dict:
             f"init_from={path} was trained on the classes {list(meta.class_names)}, this run has {model.class_names}; "
             "a warm start needs the same class list"
         )
+    weights = net_weights(ckpt["state_dict"])
     try:
-        model.net.load_state_dict(net_weights(ckpt["state_dict"]))
+        model.net.load_state_dict(weights)
     except RuntimeError:
-        differ = {
-            k: (stored.get(k), ours.get(k)) for k in set(stored) | set(ours) if k != "dropout" and stored.get(k) != ours.get(k)
-        }
+        settings = [
+            f"{k}: {stored.get(k)} in the checkpoint, {ours.get(k)} here"
+            for k in sorted(set(stored) | set(ours))
+            if k != "dropout" and stored.get(k) != ours.get(k)
+        ]
+        differ = "; ".join(settings) or weight_differences(weights, model.net.state_dict())
         raise FerError(
-            f"init_from={path}: its weights do not fit this run's {ours['arch']!r} network "
-            f"(checkpoint vs config: {differ}); use the checkpoint's settings"
+            f"init_from={path}: its weights do not fit this run's {ours['arch']!r} network ({differ}); "
+            "use the checkpoint's settings"
         ) from None
     log.info("warm start: network weights from %s (optimizer, schedule and epochs start afresh)", path)
     return meta

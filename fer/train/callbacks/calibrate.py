@@ -15,11 +15,22 @@ log = logging.getLogger(__name__)
 
 
 class Calibrate(Callback):
-    def __init__(self, run_dir: str, enabled: bool = True, trained: bool = True, after_evaluation: bool = False, ckpt_path=None):
+    def __init__(
+        self,
+        run_dir: str,
+        enabled: bool = True,
+        trained: bool = True,
+        after_evaluation: bool = False,
+        ckpt_path=None,
+        min_val_faces: int = 50,
+    ):
         # After training it is on (calibrate=true); a checkpoint evaluated with train=false is calibrated
         # only when asked (callbacks=calibrate): that costs minutes a test alone does not.
         self.active = bool(enabled and (trained or after_evaluation))
         self.run_dir, self.trained, self.ckpt_path = Path(run_dir), trained, ckpt_path
+        # One temperature fitted on a few validation faces follows their noise: on a folder with 5 validation
+        # faces it made the test split's ECE worse (30.4 -> 39.3). Below this, the probabilities stay as they are.
+        self.min_val_faces = min_val_faces
 
     def on_test_end(self, trainer, pl_module):
         if not (self.active and trainer.is_global_zero):
@@ -27,6 +38,14 @@ class Calibrate(Callback):
         dm = trainer.datamodule
         val = dm.evaluated_faces("val", trainer.limit_val_batches)
         test = dm.evaluated_faces("test", trainer.limit_test_batches)
+        if len(val[1]) < self.min_val_faces:
+            skipped = (
+                f"not calibrated: {len(val[1])} {dm.split_names['val']} faces are too few to fit a temperature on "
+                f"(callbacks.calibration.min_val_faces={self.min_val_faces}); the checkpoint keeps its probabilities"
+            )
+            log.warning(skipped)
+            pl_module.reports["calibration"] = {"skipped": skipped}
+            return
         log.info(
             "calibrating: a temperature per TTA mode (%s) fitted on %d %s faces, judged on %d %s faces, "
             "one pass over each (calibrate=false skips this)",

@@ -86,6 +86,8 @@ def summary(m: dict, run_dir: Path) -> str:
 def _calibration_line(report: dict | None) -> str:
     if not report:
         return ""
+    if "skipped" in report:
+        return f"\n{report['skipped']}"
     parts = [
         f"{mode} {100 * r['acc']:.2f}% "
         f"(ECE {100 * r['reliability']['ece']:.1f} -> {100 * r['reliability_calibrated']['ece']:.1f}, "
