@@ -96,7 +96,13 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize(
     "override, message",
-    [*BAD_VALUES[:3], BAD_VALUES[-1], ("trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing; give 1 or more")],
+    [  # the typed settings (fer.config) refuse these before anything is built; the objects' own checks stay behind them
+        BAD_VALUES[0],
+        ("model.tta=tencrop", "model.tta=tencrop: must be one of none, flip, ten_crop"),
+        ("data.batch_size=0", "data.batch_size=0: must be a whole number at least 1"),
+        BAD_VALUES[-1],
+        ("trainer.max_epochs=0", "trainer.max_epochs=0: must be a whole number at least 1"),
+    ],
 )
 @pytest.mark.slow
 def test_bad_config_values_are_one_line(tiny_csv, tmp_path, override, message):
@@ -135,9 +141,7 @@ def test_a_run_without_a_single_training_step_is_one_line(tiny_csv, tmp_path):
             f"hydra.run.dir={tmp_path / 'a'}",
         ]
     )
-    assert_one_line_error(
-        r, "this run would make no training step (14 Training faces", "give trainer.limit_train_batches 1 or more"
-    )
+    assert_one_line_error(r, "trainer.limit_train_batches=0: must be a number above 0")
     assert not (tmp_path / "a" / "tensorboard").exists()
     r = run_cli(
         [
@@ -157,7 +161,11 @@ def test_a_sweep_summary_shows_the_projects_message_for_a_refused_value(tiny_csv
     r = run_cli(["train.py", "-m", "model.tta=tencrop,tencrops", f"data.path={tiny_csv}", *TINY, f"hydra.sweep.dir={sweep}"])
     assert_clean_error(r, "2 of 2 jobs failed")
     summary = (sweep / "summary.csv").read_text()
-    assert "failed: tta=tencrop is not a test-time augmentation" in summary and "Error in call to target" not in summary
+    assert (
+        "failed: model.tta=tencrop" in summary
+        and "must be one of none, flip, ten_crop" in summary
+        and "Error in call to target" not in summary
+    )
 
 
 def test_ctrl_c_exits_130_and_says_how_to_resume(tiny_csv, tmp_path):
@@ -301,7 +309,7 @@ def test_a_failing_sweep_job_is_reported_and_the_others_still_run(tiny_csv, tmp_
     assert r.returncode != 0
     assert "1 of 2 jobs failed" in r.stderr
     summary = (sweep / "summary.csv").read_text()
-    assert "failed: " in summary and "on_bad_row must be" in summary
+    assert "failed: data.on_bad_row=bogus: must be one of error, skip" in summary
     assert len(list(sweep.glob("1_*/metrics.json"))) == 1
 
 

@@ -94,7 +94,7 @@ def test_init_from_refuses_another_architecture_and_evaluation(tmp_path):
     r = run_cli(["train.py", "train=false", f"ckpt_path={SHIPPED}", f"init_from={SHIPPED}", f"hydra.run.dir={tmp_path / 'c'}"])
     assert_clean_error(r, "init_from= starts a training run")
     r = run_cli(["train.py", f"init_from={SHIPPED}", "callbacks=freeze_head", f"hydra.run.dir={tmp_path / 'd'}"])
-    assert_clean_error(r, "callbacks/freeze_head", "freeze_features")
+    assert_clean_error(r, "callbacks=freeze_head", "freeze_features")
 
 
 @pytest.mark.slow

@@ -106,6 +106,7 @@ def test_ddp_on_two_cpu_processes_is_one_run_that_sees_each_face_once(fer2013_pa
 
     # one run: one directory, one set of files, all written by rank 0
     assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".fer-run",  # the run's claim on its dir (fer.runs.rundir)
         ".hydra",
         "checkpoints",
         "confusion_test.png",
