@@ -147,6 +147,13 @@ def _stops_the_command(hook):
     return run
 
 
+def _continues_a_stored_study(config: DictConfig) -> bool:
+    """fer's Optuna sweeper with a stored study goes on in its sweep dir: the study knows its finished
+    trials, and each job still claims its own run dir, so nothing of the earlier sweep is written over."""
+    sweeper = config.hydra.get("sweeper") or {}
+    return str(sweeper.get("_target_", "")).startswith("hydra_plugins.fer_optuna.") and bool(sweeper.get("storage"))
+
+
 class RunDirGuard(Callback):
     """conf/train.yaml's hydra.callbacks.run_dir: resume composition, the run-dir and sweep-dir claims."""
 
@@ -165,7 +172,8 @@ class RunDirGuard(Callback):
         try:
             os.close(os.open(sweep_dir / SWEEP_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         except FileExistsError:
-            raise FerError(occupied_message(sweep_dir, sweep=True)) from None
+            if not _continues_a_stored_study(config):
+                raise FerError(occupied_message(sweep_dir, sweep=True)) from None
 
     def on_job_start(self, config: DictConfig, **kwargs):
         run_dir = Path(config.hydra.runtime.output_dir).resolve()
@@ -174,7 +182,9 @@ class RunDirGuard(Callback):
         from fer.runs.resume import resumes_in
 
         try:
-            claim(run_dir, resuming=config.hydra.mode == RunMode.RUN and resumes_in(config, run_dir))
+            # A run resumes into its own dir; so does a sweep's trial that the Optuna sweeper runs again
+            # from the last.ckpt it left when the sweep was killed (fer.search.study).
+            claim(run_dir, resuming=resumes_in(config, run_dir))
         except RunDirTaken as e:
             _drop_file_logging(run_dir)
             _refused[run_dir] = str(e)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 def run_job(cfg: DictConfig):
     from fer.config import check_train
     from fer.runs import rundir
+    from fer.runs.resume import resumes_in
     from fer.train.distributed import job_scope
     from fer.train.run import quiet_lightning, run  # imports torch and lightning
 
@@ -46,7 +47,7 @@ def run_job(cfg: DictConfig):
         return None
     try:
         check_train(cfg, hydra_cfg.runtime.choices)
-        if multirun and cfg.train and cfg.ckpt_path:
+        if multirun and cfg.train and cfg.ckpt_path and not resumes_in(cfg, run_dir):  # the Optuna sweeper's reruns do
             raise FerError(f"a sweep does not resume runs: resume each on its own (python train.py ckpt_path={cfg.ckpt_path})")
         with job_scope():  # a DDP job's processes and environment end with it, not with the sweep
             metrics = run(cfg)
