@@ -23,19 +23,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer.runs.runinfo import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CLASSES = {"happy": 3, "sad": 4, "surprise": 5, "neutral": 6}  # FER2013's labels
 HELD_OUT = 250  # a class: the last faces of each class, never in a folder
 SHIPPED = ROOT / "fer" / "weights" / "fer2013_regularized.ckpt"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def accuracy(ckpt: Path, images: np.ndarray, labels: np.ndarray) -> float:

@@ -29,6 +29,7 @@ from fer.data.cache import load  # noqa: E402
 from fer.data.reader import Fer2013, default_data_path, fer2013_settings  # noqa: E402
 from fer.preprocess import to_network_input  # noqa: E402
 from fer.runs.checkpoint import load_network  # noqa: E402
+from fer.runs.runinfo import cpu_model  # noqa: E402
 from fer.train.calibration import fit_temperature, split_logits, split_mode_logits  # noqa: E402
 from fer.tta import TTA_MODES  # noqa: E402
 
@@ -86,7 +87,7 @@ def main():
     result = {
         "command": "python benchmarks/post_fit_cost.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "model": meta.arch,
         "faces": {name: len(f[1]) for name, f in faces.items()},
         "calibration_s": {"before_per_mode_passes": round(min(before), 1), "after_one_pass": round(min(after), 1)},
@@ -96,16 +97,6 @@ def main():
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

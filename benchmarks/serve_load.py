@@ -29,18 +29,13 @@ from pathlib import Path
 
 import cv2
 
+from fer.runs.runinfo import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the test scenes: tests/scenes.py
 WARM_UP = 200  # requests before the memory baseline: allocators and caches settle first
 RSS_EVERY = 1000
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def rss_mb(pid: int) -> float:

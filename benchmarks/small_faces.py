@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fer.runs.runinfo import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the test scenes
@@ -43,15 +45,6 @@ SETTINGS = {
     "new default": [],
 }
 GOALS = {"exact": 0.90, "extra": 0.01}
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def findable(images, side: int, n: int) -> list:

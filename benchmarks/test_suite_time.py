@@ -20,17 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from fer.runs.runinfo import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 SELECTIONS = {"quick": ["-m", "not slow"], "full": []}
-
-
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def load() -> list[float]:

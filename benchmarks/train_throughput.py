@@ -35,6 +35,7 @@ from hydra.utils import instantiate  # noqa: E402
 from fer.data.cache import load  # noqa: E402
 from fer.data.reader import Fer2013, fer2013_settings  # noqa: E402
 from fer.preprocess import normalize  # noqa: E402
+from fer.runs.runinfo import cpu_model  # noqa: E402
 from fer.train import precision  # noqa: E402
 
 
@@ -136,16 +137,6 @@ def peak_memory_mb(data_path: str, steps: int) -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=40)
@@ -162,7 +153,7 @@ def main():
     native_bf16 = precision.cpu_has_native_bfloat16()
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": native_bf16,
         "auto_precision": precision.choose("auto", "cpu")[0],

@@ -43,3 +43,12 @@ def device_description(accelerator: str) -> str:
     if accelerator.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def cpu_model() -> str:
+    """The processor's name (/proc/cpuinfo's model name on Linux): what a speed figure was measured on."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
