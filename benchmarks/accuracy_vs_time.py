@@ -16,7 +16,7 @@ spread their wall time evenly over their epochs). A finished run adds its Privat
 its end: a filled marker for the centre crop, an open one for ten-crop TTA. The figures also go to
 a JSON file beside the PNG's name in benchmarks/results/.
 
-Training cycles (issue 18): a run that started from another run's weights (init_from=) is drawn at
+Training cycles: a run that started from another run's weights (init_from=) is drawn at
 the cumulative time, after the run it continued: --continues "LABEL=EARLIER_LABEL". --recorded
 FILE brings back the runs of an earlier JSON of this script (run dirs do not outlive their session).
 """

@@ -5,7 +5,7 @@ as the README runs it, with the machine it ran on and how busy that machine was.
     python benchmarks/test_suite_time.py --workers 0     # one process (-n 0) instead of pyproject's -n auto
     python benchmarks/test_suite_time.py --only quick    # the quick selection alone
 
-The goal (issue 16): the quick selection under 3 minutes and the full run under 10 on a 2-core
+The goal: the quick selection under 3 minutes and the full run under 10 on a 2-core
 machine. Other work on the machine slows both: the load average before and after each run is
 recorded beside its time, so a figure taken on a busy machine reads as such.
 """

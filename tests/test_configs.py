@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from fer.data.datamodule import FER2013DataModule
+from fer.data.datamodule import FaceDataModule
 from fer.data.labels import EMOTIONS
 from fer.models import list_models
 from fer.train import precision
@@ -41,7 +41,7 @@ def test_every_model_instantiates(model):
     assert net_model.net_spec["arch"] == model
     assert "face" not in cfg.model and not hasattr(net_model, "face")  # the face settings reach the checkpoint by a callback
     dm = instantiate(cfg.data)
-    assert isinstance(dm, FER2013DataModule) and dm.input_size == net_model.input_size
+    assert isinstance(dm, FaceDataModule) and dm.input_size == net_model.input_size
     # the classes and the picture size reach the model from the data config (interpolation) and its checkpoint meta
     assert net_model.class_names == dm.class_names == list(EMOTIONS) and net_model.image_size == dm.image_size == 48
     assert net_model.fer_meta()["image_size"] == 48

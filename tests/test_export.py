@@ -78,7 +78,7 @@ def test_the_model_carries_what_inference_needs(exported):
     assert classifier.image_size == expected["image_size"] == 48
 
 
-def test_an_export_from_before_issue_16_still_runs(exported, tmp_path):
+def test_an_export_without_image_size_and_with_preprocess_settings_still_runs(exported, tmp_path):
     # Exports written before the data set came from the config: face settings under "preprocess", no image_size (48).
     _, path = exported
     old = onnx.load(path)

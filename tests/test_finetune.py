@@ -1,4 +1,4 @@
-"""Warm starts and fine-tuning on a folder of one's own faces (issue 18): init_from=, callbacks=freeze_features,
+"""Warm starts and fine-tuning on a folder of one's own faces: init_from=, callbacks=freeze_features,
 experiment=finetune, and class folders of pictures of any size."""
 
 import json

@@ -3,6 +3,7 @@ folders, trained end to end with the default model (data=folders), its checkpoin
 classes and the 32 px size, and infer.py labelling 32x32 crops with those names."""
 
 import csv
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -57,22 +58,19 @@ def names_override(names) -> str:
     return f"data.class_names=[{','.join(names)}]"
 
 
+def train_on_folders(data: Path, run: Path, settings: list[str]):
+    """train.py on the three-class pattern folders (the default model, cropped to fit 32 px pictures)."""
+    return run_cli(
+        ["train.py", "data=folders", f"data.path={data}", names_override(CLASSES), f"data.image_size={SIZE}", *CROP, *settings]
+        + [f"hydra.run.dir={run}"]
+    )
+
+
 @pytest.mark.slow
 def test_a_three_class_image_folder_data_set_trains_and_infers_end_to_end(tmp_path):
     data = write_dataset(tmp_path / "patterns", {"train": 24, "test": 8})
     run = tmp_path / "run"
-    r = run_cli(
-        [
-            "train.py",
-            "data=folders",
-            f"data.path={data}",
-            names_override(CLASSES),
-            f"data.image_size={SIZE}",
-            *CROP,
-            *SHORT,
-            f"hydra.run.dir={run}",
-        ]
-    )
+    r = train_on_folders(data, run, SHORT)
     assert r.returncode == 0, r.stderr[-3000:]
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     meta = read_checkpoint(best)["fer"]
@@ -170,19 +168,7 @@ def test_the_folder_data_set_is_learned_not_only_run(tmp_path):
     data = write_dataset(tmp_path / "patterns", {"train": 24, "test": 8})
     run = tmp_path / "run"
     learn = [a for a in SHORT if not a.startswith(("trainer.max_epochs", "trainer.limit_"))]
-    r = run_cli(
-        [
-            "train.py",
-            "data=folders",
-            f"data.path={data}",
-            names_override(CLASSES),
-            f"data.image_size={SIZE}",
-            *CROP,
-            *learn,
-            "trainer.max_epochs=6",
-            f"hydra.run.dir={run}",
-        ]
-    )
+    r = train_on_folders(data, run, [*learn, "trainer.max_epochs=6"])
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["acc"] >= 0.8, metrics["test"]

@@ -46,7 +46,7 @@ def test_shipped_model_is_small_and_self_contained():
     assert set(meta.temperature) == {"none", "flip", "ten_crop"}  # calibrated on PublicTest for every TTA mode
 
 
-def test_the_shipped_file_is_read_as_written_before_issue_16():
+def test_the_shipped_file_is_read_as_it_was_written():
     # Not rewritten: its face settings stay under "preprocess" and it names no image size (FER2013's 48).
     from fer.infer.classify import FaceClassifier
     from fer.train.module import EmotionClassifier

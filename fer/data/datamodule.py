@@ -220,10 +220,6 @@ class FaceDataModule(L.LightningDataModule):
         return x, labels
 
 
-# The name conf files and code before issue 16 use (the class served FER2013 alone then).
-FER2013DataModule = FaceDataModule
-
-
 def _checked_class_names(class_names: Sequence[str] | None, path: str) -> list[str]:
     """The data config's class names, in label order; a missing or unusable list is the user's one-line error."""
     if class_names is None:
