@@ -27,20 +27,26 @@ GENERIC_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 
 
 class Faces(torch.utils.data.Dataset):
-    """uint8 faces and labels held in memory; batches are fetched with one index op."""
+    """uint8 faces and labels held in memory; batches are fetched with one index op. `targets`, when
+    set (distillation: fer/train/callbacks/distill.py), is a probability vector per face that the
+    loss learns instead of the label; the label still scores the training accuracy."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels  # (N, S, S) uint8 (S: the image size), (N,) int64
+        self.targets: torch.Tensor | None = None  # (N, classes) float
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, i):
-        return self.images[i], self.labels[i]
+        face = (self.images[i], self.labels[i])
+        return face if self.targets is None else (*face, self.targets[i])
 
     def __getitems__(self, indices):  # DataLoader asks for a whole batch at once
         idx = torch.as_tensor(indices)
-        return self.images[idx], self.labels[idx]
+        if self.targets is None:
+            return self.images[idx], self.labels[idx]
+        return self.images[idx], self.labels[idx], self.targets[idx]
 
 
 class EvalShardSampler(DistributedSampler):
@@ -213,11 +219,11 @@ class FaceDataModule(L.LightningDataModule):
         # uint8 (B, S, S) travels to the device; normalising and augmenting happen there.
         # Training batches leave as input_size crops; evaluation batches as whole image_size faces, from
         # which the model takes its views (the centre crop, or several for TTA: fer.tta).
-        images, labels = batch
+        images, labels, *targets = batch  # targets: with distillation, training batches only
         x = normalize(images, self.mean, self.std)
         if self.trainer is not None and self.trainer.training:
             x = self.augment(x, self.input_size) if self.augment is not None else center_crop(x, self.input_size)
-        return x, labels
+        return (x, labels, *targets)
 
 
 def _checked_class_names(class_names: Sequence[str] | None, path: str) -> list[str]:

@@ -158,13 +158,14 @@ class EmotionClassifier(L.LightningModule):
         return self.net(x)  # (B, 7) logits
 
     def _loss(self, logits, y):
+        # y: class indices, or a probability vector per face (distillation's targets); cross_entropy takes both
         weight = self.class_weight if self.class_weights is not None else None
         return F.cross_entropy(logits, y, weight=weight, label_smoothing=self.label_smoothing)
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
+        x, y, *targets = batch  # targets: the distilled ones (fer/train/callbacks/distill.py), else the labels
         logits = self(x)
-        loss = self._loss(logits, y)
+        loss = self._loss(logits, targets[0] if targets else y)
         if not torch.isfinite(loss):
             raise FerError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
