@@ -29,7 +29,7 @@ def test_groups_have_the_documented_options():
     assert {make([f"model={m}"]).model.net.arch for m in options("model")} == set(list_models())
     assert {"default", "gpu", "ddp"} <= set(options("trainer"))
     assert {"fer2013", "folders"} <= set(options("data")) and options("preprocess") == ["default"]
-    assert {"default", "early_stopping", "ema", "freeze_features"} <= set(options("callbacks"))
+    assert {"default", "distill", "early_stopping", "ema", "freeze_features"} <= set(options("callbacks"))
     assert options("logger") == ["csv", "tensorboard"]
 
 
@@ -136,6 +136,7 @@ def instantiated(overrides, run_dir):
         (["callbacks=early_stopping", "callbacks.early_stopping.patience=5"], {"EarlyStopping"}),
         (["callbacks=[ema,early_stopping]"], {"EMAWeights", "EarlyStopping"}),
         (["callbacks=freeze_features"], {"FreezeFeatures"}),
+        (["callbacks=distill", "callbacks.distill.teachers=[fer/weights/fer2013_regularized.ckpt]"], {"Distill"}),
     ],
 )
 def test_callbacks_options_add_to_the_runs_own(tmp_path, overrides, added):

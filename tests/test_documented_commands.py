@@ -49,6 +49,13 @@ SKIP = [
     (r"trainer=ddp trainer\.devices=4", "4 GPUs of one machine (its CPU form, 2 processes, is run)"),
     (r"source=rtsp://", "needs a live network camera"),
     (
+        r"callbacks=distill",
+        (
+            "the teachers' ten-crop pass over all 28,709 Training faces takes minutes: "
+            "tests/test_distill.py::test_train_py_distils_with_the_default_model runs the command on a small csv"
+        ),
+    ),
+    (
         r"hparams_search=optuna (model=|hydra/sweeper/sampler=|hydra/launcher=)",
         (
             "the same search with another model, sampler or launcher: the plain search is run, and tests/test_search.py "
