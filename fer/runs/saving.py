@@ -11,6 +11,8 @@
 - RunCheckpoint: the paths a ModelCheckpoint keeps in a checkpoint (best model, top k, last) are
   stored relative to its directory and re-rooted on loading, so a run dir that was moved or copied
   resumes into itself: it never tests, calibrates or deletes a file of the run it was copied from.
+  A resume also sets aside (checkpoints/discarded/) the checkpoints the resumed state does not know:
+  those of epochs after last.ckpt, written before a kill, which the resume trains again.
 
 What a checkpoint holds, and why last.ckpt is large: the weights, the optimizer's state (SGD's
 momentum: one more copy of the weights; Adam's two moments: two more) and a few kB of loop, scheduler
@@ -19,6 +21,9 @@ model (1.5M, SGD) 12 MB. All of it is needed to resume exactly; slim copies for 
 (fer.runs.checkpoint.save_slim) keep the weights alone, in fp16.
 """
 
+import logging
+import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,10 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from fer.runs.atomic import replace_atomically
+
+log = logging.getLogger(__name__)
+
+DISCARDED = "discarded"  # in checkpoints/: what a resume set aside, kept rather than deleted
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -39,6 +48,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class RunCheckpoint(ModelCheckpoint):
     _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+    _restored = False  # whether a resume loaded this callback's state (load_state_dict)
 
     @property
     def state_key(self) -> str:
@@ -62,6 +72,7 @@ class RunCheckpoint(ModelCheckpoint):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Older checkpoints hold absolute paths (of wherever the run was): only the file names count,
         # since every file a ModelCheckpoint writes lies in its own directory.
+        self._restored = True
         state = dict(state_dict)
         for key in self._PATH_KEYS:
             state[key] = self._here(state.get(key) or "")
@@ -74,6 +85,35 @@ class RunCheckpoint(ModelCheckpoint):
         state["dirpath"] = self.dirpath
         super().load_state_dict(state)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self._restored and trainer.is_global_zero:
+            self._set_aside_unknown_checkpoints(trainer)
+
+    def _set_aside_unknown_checkpoints(self, trainer):
+        """A kill after a new best checkpoint was written but before last.ckpt recorded it leaves that best of a
+        timeline the resume discards (it trains those epochs again): it would stay beside the run's real best, and
+        with top-k clean-up never reaching it, stay for good. Moved to checkpoints/discarded/, not deleted."""
+        if not self.filename or not self.dirpath or not Path(self.dirpath).is_dir():
+            return
+        known = {Path(str(trainer.ckpt_path)).resolve()} if trainer.ckpt_path else set()
+        for callback in trainer.checkpoint_callbacks:  # what every checkpoint callback of the run knows stays
+            paths = [callback.best_model_path, callback.kth_best_model_path, callback.last_model_path]
+            known |= {Path(p).resolve() for p in [*paths, *callback.best_k_models] if p}
+        # This callback's own files: its file name with every {metric} a wildcard (and a -vN of a repeated name).
+        pattern = re.sub(r"(\{[^}]*\})+\*?", "*", self.filename + "*") + self.FILE_EXTENSION
+        unknown = sorted(p for p in Path(self.dirpath).glob(pattern) if p.is_file() and p.resolve() not in known)
+        for path in unknown:
+            target = _free_name(Path(self.dirpath) / DISCARDED / path.name)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+            log.warning(
+                "%s was written after last.ckpt, by epochs this resume trains again (the run stopped before last.ckpt "
+                "recorded it): moved to %s, so that it is not taken for this run's best",
+                path.name,
+                target,
+            )
+
     def _relative(self, path: str) -> str:
         return Path(path).name if path else ""
 
@@ -82,6 +122,15 @@ class RunCheckpoint(ModelCheckpoint):
         # folder must not make Lightning's top-k clean-up delete, or a save write, anything outside it.
         name = Path(str(path)).name
         return str(Path(self.dirpath) / name) if name not in ("", ".", "..") and self.dirpath else ""
+
+
+def _free_name(path: Path) -> Path:
+    """path, or path with -2, -3, ... before its suffix when that name is taken."""
+    n, free = 1, path
+    while free.exists():
+        n += 1
+        free = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return free
 
 
 class RunRecord(Callback):
