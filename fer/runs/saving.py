@@ -12,7 +12,8 @@
   stored relative to its directory and re-rooted on loading, so a run dir that was moved or copied
   resumes into itself: it never tests, calibrates or deletes a file of the run it was copied from.
   A resume also sets aside (checkpoints/discarded/) the checkpoints the resumed state does not know:
-  those of epochs after last.ckpt, written before a kill, which the resume trains again.
+  those of epochs after last.ckpt, written before a kill, which the resume trains again. On a
+  validation split of fewer than `min_val_faces` faces it ranks epochs by val/loss (below).
 
 What a checkpoint holds, and why last.ckpt is large: the weights, the optimizer's state (SGD's
 momentum: one more copy of the weights; Adam's two moments: two more) and a few kB of loop, scheduler
@@ -36,6 +37,7 @@ from fer.runs.atomic import replace_atomically
 
 log = logging.getLogger(__name__)
 
+LOSS = "val/loss"  # what ranks epochs on a validation split too small for accuracy to tell them apart
 DISCARDED = "discarded"  # in checkpoints/: what a resume set aside, kept rather than deleted
 
 
@@ -49,6 +51,39 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class RunCheckpoint(ModelCheckpoint):
     _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
     _restored = False  # whether a resume loaded this callback's state (load_state_dict)
+
+    def __init__(self, *args, min_val_faces: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.min_val_faces = min_val_faces
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and self.monitor and self.monitor != LOSS and self.min_val_faces:
+            self._rank_by_loss_on_few_faces(trainer)
+
+    def _rank_by_loss_on_few_faces(self, trainer):
+        """Accuracy on a few validation faces moves a whole face at a time: a fine-tune on a small folder kept
+        tying its first epoch (the first of equals is kept), and so handed on the model it started from. The
+        loss moves with every face's confidence, so it tells those epochs apart. Decided from the data alone,
+        before a resume restores this callback's state, whose key holds the monitor: a resume decides the same."""
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "evaluated_faces"):
+            return
+        n = len(dm.evaluated_faces("val", trainer.limit_val_batches, trainer.world_size)[1])
+        if n >= self.min_val_faces:
+            return
+        if trainer.is_global_zero:
+            log.info(
+                "best epoch by %s, not %s: on %d %s faces accuracy moves %.1f points a face and epochs tie "
+                "(callbacks.best_checkpoint.min_val_faces=%d)",
+                LOSS,
+                self.monitor,
+                n,
+                dm.split_names["val"],
+                100 / max(n, 1),
+                self.min_val_faces,
+            )
+        self.monitor, self.mode, self.kth_value = LOSS, "min", torch.tensor(torch.inf)
 
     @property
     def state_key(self) -> str:
