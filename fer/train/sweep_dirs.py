@@ -49,7 +49,7 @@ def job_subdir(num, overrides, keys: list[str] | None = None) -> str:
     for key, name in names.items():
         part = f"{name}-{_short_value(values[key])}"
         if len(label) + len(part) + 1 > MAX_LABEL:
-            break  # whole values or none: a cut one would read as another value
+            break  # whole entries or none: a number cut short would read as another number
         label = f"{label}_{part}" if label else part
     return f"{num}_{label}" if label else str(num)
 
