@@ -4,6 +4,7 @@ the folder (not of FER2013's splits)."""
 
 import json
 import logging
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from fer.data.faceset import BadRows
 from fer.data.folders import read_folders
 from fer.data.labels import EMOTIONS
 from fer.errors import FerError
+from fer.runs.saving import RunCheckpoint
 
 from conftest import run_cli
 
@@ -70,6 +72,25 @@ def test_few_faces_a_class_and_a_single_class_are_warned_of(tmp_path, caplog):
     assert "only Happy has faces to train on" in caplog.text
 
 
+def test_on_few_validation_faces_the_best_epoch_is_the_one_of_least_validation_loss(tmp_path):
+    dm = _datamodule(_faces(tmp_path / "my_faces", {"happy": 5, "sad": 5, "surprise": 6}))
+    dm.setup("fit")
+    trainer = SimpleNamespace(
+        datamodule=dm, limit_val_batches=1.0, world_size=1, is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda x: x)
+    )
+
+    def ranked(min_val_faces):
+        best = RunCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val/acc", mode="max", min_val_faces=min_val_faces)
+        best.setup(trainer, None, "fit")
+        return best
+
+    best = ranked(min_val_faces=50)  # 3 validation faces: accuracy moves 33 points a face, and epochs tie
+    assert (best.monitor, best.mode, float(best.kth_value)) == ("val/loss", "min", float("inf"))
+    assert "'monitor': 'val/loss'" in best.state_key  # a resume, deciding the same, finds the state it saved
+    best = ranked(min_val_faces=3)
+    assert (best.monitor, best.mode) == ("val/acc", "max")
+
+
 @pytest.mark.slow
 def test_finetuning_on_five_faces_a_class_trains_and_reports_honestly(tmp_path, fer2013):
     images, labels = fer2013.split("test")
@@ -92,8 +113,13 @@ def test_finetuning_on_five_faces_a_class_trains_and_reports_honestly(tmp_path, 
     assert "9 train / 3 val / 3 test faces" in log
     assert "few faces to train on (Happy 3, Sad 3, Surprise 3; under 20 a class)" in log
     assert "not calibrated: 3 validation faces are too few" in log
+    assert "best epoch by val/loss, not val/acc: on 3 validation faces accuracy moves 33.3 points a face" in log
     assert "on the same 3 faces" in log and "one face is 33.3 points" in log
     assert "PublicTest" not in log and "PrivateTest" not in log
     m = json.loads((run / "metrics.json").read_text())
     assert m["split_names"] == {"train": "train", "val": "validation", "test": "test"}
     assert "skipped" in m["calibration"] and m["init_from"]["test_faces"] == 3
+    assert m["val"]["best_by"] == "val/loss"
+    losses = [h["val/loss"] for h in m["history"]]
+    assert m["val"]["best_epoch"] == losses.index(min(losses)) + 1
+    assert f"-epoch{m['val']['best_epoch']:02d}-" in m["test"]["checkpoint"]  # the epoch tested is the one reported

@@ -140,6 +140,21 @@ def test_sigkill_during_a_checkpoint_write_keeps_last_ckpt_whole(fer2013_path, t
     assert not [p.name for p in checkpoints.iterdir() if p.name.endswith(".part")]  # ...is cleaned up by the next write
 
 
+@pytest.mark.slow
+def test_a_best_checkpoint_written_after_last_ckpt_is_set_aside_when_the_run_resumes(finished_run):
+    checkpoints = finished_run / "checkpoints"
+    # What a kill between epoch 2's two writes leaves: its new best, and last.ckpt (with the state it
+    # records) still at epoch 1. The resume trains epoch 2 again; that best belongs to no one.
+    orphan = checkpoints / "best-epoch02-acc0.9999.ckpt"
+    shutil.copy(next(checkpoints.glob("best-*.ckpt")), orphan)
+    r = run_cli(["train.py", f"ckpt_path={checkpoints / 'last.ckpt'}", "trainer.max_epochs=2"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not orphan.exists() and (checkpoints / "discarded" / orphan.name).is_file()  # set aside, not deleted
+    (best,) = checkpoints.glob("best-*.ckpt")  # the resumed run's own best alone
+    assert json.loads((finished_run / "metrics.json").read_text())["test"]["checkpoint"] == str(best)
+    assert f"{orphan.name} was written after last.ckpt" in (finished_run / "train.log").read_text()
+
+
 def test_replace_atomically_keeps_the_old_file_when_the_write_fails(tmp_path):
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"good")

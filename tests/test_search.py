@@ -155,7 +155,7 @@ def test_a_tiny_study_resumes_after_an_interruption_prunes_and_names_the_best(ti
     # the seeded sampler, started again, does not repeat the first session's draws
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4
     (job,) = sweep_dir.glob("2_*")
-    assert "model.net.dropout=0.25" in job.name and "pruned by Optuna after epoch 0" in (job / "pruned.txt").read_text()
+    assert "dropout-0.25" in job.name and "pruned by Optuna after epoch 0" in (job / "pruned.txt").read_text()
     assert yaml.safe_load((job / "metrics.json").read_text())["epochs"] == 1
     assert sorted(d.name.split("_")[0] for d in sweep_dir.iterdir() if d.is_dir()) == ["0", "1", "2", "3"]
 

@@ -353,3 +353,23 @@ def test_debug_smoke_checks_the_whole_path_of_every_model(fer2013_path, tmp_path
     assert (tmp_path / "checkpoints" / "last.ckpt").exists() and (tmp_path / "tensorboard").is_dir()
     out = r.stdout + r.stderr
     assert not [n for n in NOISE if n in out], out[-3000:]
+
+
+@pytest.mark.slow
+def test_a_bf16_run_prints_no_notice_from_the_model_summary(tiny_csv, tmp_path):
+    # The summary counts mixed precision's fp32 weights at 32 bits, rightly; its notice that it cannot is noise.
+    r = run_cli(
+        [
+            "train.py",
+            "debug=smoke",
+            "trainer.precision=bf16-mixed",  # what auto picks on CPUs with native bfloat16
+            f"data.path={tiny_csv}",
+            "data.batch_size=8",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        env={"PYTHONWARNINGS": ""},  # as a user sees it: a new process, warnings on
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "precision: bf16-mixed" in out and "Total params" in out  # trained in bf16, and the summary was printed
+    assert "not supported by the model summary" not in out, out[-3000:]

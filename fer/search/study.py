@@ -1,6 +1,6 @@
 """The sweeper's loop: ask Optuna for trials, launch each as a Hydra job, tell the study what it returned.
 
-Trial N is launched as job N (hydra.job.num), so its run dir is N_<overrides> and its training job finds
+Trial N is launched as job N (hydra.job.num), so its run dir is N_<its values> and its training job finds
 the trial (fer/search/pruning.py). The study lives in `storage`; n_trials counts the study's trials, so
 the same command on the same sweep dir goes on where an interrupted search stopped:
 - finished trials (complete, pruned, failed) are not run again;
@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from fer.errors import FerError
 from fer.search.pruning import PRUNED_ATTR
 from fer.search.space import as_override, grid, parse_space, suggest
-from fer.train.sweep import reproduce_command
+from fer.train.sweep import job_number, reproduce_command
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,9 @@ class Search:
         return stale
 
     def _resume(self, trial: optuna.trial.FrozenTrial):
-        job_dir = next((d for d in sorted(self.sweep_dir.glob(f"{trial.number}_*")) if (d / ".hydra").is_dir()), None)
+        job_dir = next(
+            (d for d in sorted(self.sweep_dir.iterdir()) if job_number(d) == trial.number and (d / ".hydra").is_dir()), None
+        )
         if job_dir and (job_dir / "metrics.json").exists():  # the job had finished; its sweeper had not heard
             log.info("trial %d had finished before the interruption: told from %s", trial.number, job_dir / "metrics.json")
             self._tell(trial.number, json.loads((job_dir / "metrics.json").read_text())["val"]["acc"])
@@ -156,7 +158,7 @@ class Search:
         overrides = self._overrides(trial)
         last = job_dir / "checkpoints" / "last.ckpt" if job_dir else None
         if last and last.exists():
-            overrides.append(f'ckpt_path="{last}"')  # quoted: run dir names hold commas
+            overrides.append(f'ckpt_path="{last}"')  # quoted: a sweep dir the user named may hold commas
         log.info("trial %d was interrupted: run again%s", trial.number, f" from {last}" if last and last.exists() else "")
         self.storage.set_trial_user_attr(self._trial_id(trial.number), OWNER_ATTR, _me())
         self._run([trial], [overrides])

@@ -131,5 +131,5 @@ def _config_flags(args: list[str]) -> list[str]:
 
 
 def _quoted(path) -> str:
-    # Sweep job dirs hold '=' and ',' (0_model.net.dropout=0.2,model=baseline): quoted, Hydra reads one value.
+    # A dir may hold what Hydra's grammar reads as syntax ('=', ',', a space: hydra.sweep.dir is the user's): quoted, one value.
     return "'" + str(path).replace("'", "\\'") + "'"

@@ -47,6 +47,10 @@ def quiet_lightning():
     # A training loader without a batch is refused in one line (EmotionClassifier.configure_optimizers says
     # why and what to change), and empty evaluation splits by the datamodule: Lightning's notice is redundant.
     warnings.filterwarnings("ignore", message=r"Total length of `\w+` across ranks is zero")
+    # The model summary knows no mixed precision and counts the weights at 32 bits, which is what mixed precision
+    # keeps them in (only the steps compute in bf16 or fp16): its size is right, its notice wrong. Other precisions
+    # it does not know (none that this project trains in) still warn.
+    warnings.filterwarnings("ignore", message=r"Precision (bf16|16)-mixed is not supported by the model summary")
     chatter = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropLightningChatter) for f in chatter.filters):
         chatter.addFilter(_DropLightningChatter())

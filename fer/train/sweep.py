@@ -178,7 +178,7 @@ def refused_jobs(sweep_dir: Path) -> list[dict]:
 
 
 def summarize_sweep(sweep_dir: Path) -> list[dict]:
-    rows = [read_job(d) for d in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=_job_number)]
+    rows = [read_job(d) for d in sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=job_number)]
     rows += refused_jobs(sweep_dir)
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -(r["val_acc"] or 0))
     rest = [r for r in rows if r["status"] != "ok"]
@@ -347,7 +347,8 @@ def _distinguishing_labels(rows: list[dict]) -> list[str]:
     return [" ".join(f"{k}={o.get(k)}" for k in keys) or r["job"] for o, r in zip(overrides, rows)]
 
 
-def _job_number(d: Path) -> int:
+def job_number(d: Path) -> int:
+    """A sweep job dir's number (3 of 3_dropout-0.35, or of 3 when the sweep varies nothing); 10**9 for other dirs."""
     head = d.name.split("_", 1)[0]
     return int(head) if head.isdigit() else 10**9
 

@@ -30,7 +30,7 @@ class MetricsJson(Callback):
 
     def metrics(self, trainer, pl_module, wall: float) -> dict:
         history, test, reports = pl_module.history, pl_module.test_results, pl_module.reports
-        best = max((h for h in history if "val/acc" in h), key=lambda h: h["val/acc"], default=None)
+        by, best = _best_epoch(trainer, history)
         train_split = reports.get("train_split")
         metrics = {
             "model": pl_module.net_spec["arch"],
@@ -42,6 +42,7 @@ class MetricsJson(Callback):
                 "acc": best["val/acc"] if best else None,
                 "f1_macro": best["val/f1_macro"] if best else None,
                 "best_epoch": best["epoch"] + 1 if best else None,
+                "best_by": by,
             },
             "test": {
                 "acc": test["test/acc"],
@@ -72,12 +73,24 @@ class MetricsJson(Callback):
         return metrics
 
 
+def _best_epoch(trainer, history: list[dict]) -> tuple[str, dict | None]:
+    """(metric, history row) of the best epoch, chosen as the checkpoint that ranks epochs chose it (val/acc, or
+    val/loss on few validation faces: fer.runs.saving.RunCheckpoint), so the figures are those of the tested model."""
+    ranker = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+    by, mode = (ranker.monitor, ranker.mode) if ranker and any(ranker.monitor in h for h in history) else ("val/acc", "max")
+    rows = [h for h in history if by in h]
+    pick = min if mode == "min" else max  # both keep the first of equals, as the checkpoint does
+    return by, pick(rows, key=lambda h: h[by], default=None)
+
+
 def summary(m: dict, run_dir: Path) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.2f}%"
 
+    by = m["val"].get("best_by", "val/acc")
+    epoch = f"epoch {m['val']['best_epoch']}" + ("" if by == "val/acc" else f", best {by}")
     return (
-        f"{m['model']}: train {pct(m['train']['acc'])}  val {pct(m['val']['acc'])} (epoch {m['val']['best_epoch']})  "
+        f"{m['model']}: train {pct(m['train']['acc'])}  val {pct(m['val']['acc'])} ({epoch})  "
         f"test {pct(m['test']['acc'])}  test macro-F1 {pct(m['test']['f1_macro'])}  "
         f"{_duration_text(m)}{_calibration_line(m.get('calibration'))}\nrun dir: {run_dir}"
     )
