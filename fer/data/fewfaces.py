@@ -32,7 +32,7 @@ def warn_if_few(train_labels: np.ndarray, class_names: Sequence[str], where: str
     if few:
         log.warning(
             "%s: few faces to train on (%s; under %d a class): expect validation and test accuracy to move by "
-            "whole faces and the best epoch to be chosen by chance (%s)",
+            "whole faces, so the best epoch is the one of least validation loss on small validation sets (%s)",
             where,
             ", ".join(few),
             FEW,
