@@ -129,6 +129,21 @@ MUTANTS = [
         ("tests/test_scaling.py::test_eval_shards_cover_every_face_exactly_once",),
     ),
     Mutant(
+        # DDP's gradient averaging replaced by torch's no-op communication hook: each rank steps on its own gradients
+        "ddp_ranks_not_synchronised",
+        "fer/train/module.py",
+        (
+            (
+                "    def on_train_start(self):\n",
+                "    def on_train_start(self):\n"
+                "        if self.trainer.world_size > 1:\n"
+                "            from torch.distributed.algorithms.ddp_comm_hooks.debugging_hooks import noop_hook\n\n"
+                "            self.trainer.strategy.model.register_comm_hook(None, noop_hook)\n",
+            ),
+        ),
+        ("tests/test_scaling.py::test_ddp_ranks_end_training_with_bit_identical_weights",),
+    ),
+    Mutant(
         "resume_does_not_restore_the_optimizer",
         "fer/train/module.py",
         (
