@@ -71,7 +71,10 @@ MUTANTS = [
                 "to_network_input(faces, self.std, self.mean, self.input_size)",
             ),
         ),
-        ("tests/test_backend_auto.py::test_the_shipped_models_export_py_file_gives_torchs_probabilities_on_real_faces",),
+        (
+            "tests/test_export.py::test_a_trained_models_export_gives_torchs_probabilities_and_a_wrong_normalisation_would_show",
+            "tests/test_backend_auto.py::test_the_shipped_models_export_py_file_gives_torchs_probabilities_on_real_faces",
+        ),
     ),
     Mutant(
         "export_mean_off",  # the default 0.5 instead of the training split's statistic
@@ -82,7 +85,10 @@ MUTANTS = [
                 "to_network_input(faces, 0.5, self.std, self.input_size)",
             ),
         ),
-        ("tests/test_backend_auto.py::test_the_shipped_models_export_py_file_gives_torchs_probabilities_on_real_faces",),
+        (
+            "tests/test_export.py::test_a_trained_models_export_gives_torchs_probabilities_and_a_wrong_normalisation_would_show",
+            "tests/test_backend_auto.py::test_the_shipped_models_export_py_file_gives_torchs_probabilities_on_real_faces",
+        ),
     ),
     Mutant(
         "cache_never_read",
