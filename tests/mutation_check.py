@@ -43,7 +43,7 @@ MUTANTS = [
     Mutant(
         "init_from_copies_no_weights",
         "fer/train/warmstart.py",
-        (('        model.net.load_state_dict(net_weights(ckpt["state_dict"]))', '        net_weights(ckpt["state_dict"])'),),
+        (("        model.net.load_state_dict(weights)", "        weights"),),
         ("tests/test_finetune.py::test_init_from_copies_every_network_tensor_of_the_checkpoint",),
     ),
     Mutant(
