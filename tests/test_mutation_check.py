@@ -2,9 +2,8 @@
 
 import re
 
-from mutation_check import MUTANTS
-
 from conftest import ROOT
+from mutation_check import MUTANTS
 
 
 def test_every_mutant_finds_its_text_once_and_names_tests_that_exist():
