@@ -43,7 +43,7 @@ MUTANTS = [
     Mutant(
         "init_from_copies_no_weights",
         "fer/train/warmstart.py",
-        (('        model.net.load_state_dict(net_weights(ckpt["state_dict"]))', '        net_weights(ckpt["state_dict"])'),),
+        (("        model.net.load_state_dict(weights)", "        weights"),),
         ("tests/test_finetune.py::test_init_from_copies_every_network_tensor_of_the_checkpoint",),
     ),
     Mutant(
@@ -71,7 +71,10 @@ MUTANTS = [
                 "to_network_input(faces, self.std, self.mean, self.input_size)",
             ),
         ),
-        ("tests/test_backend_auto.py::test_the_shipped_models_export_py_file_gives_torchs_probabilities_on_real_faces",),
+        (
+            "tests/test_export.py::test_a_trained_models_export_gives_torchs_probabilities_and_a_wrong_normalisation_would_show",
+            "tests/test_backend_auto.py::test_the_shipped_models_export_py_file_gives_torchs_probabilities_on_real_faces",
+        ),
     ),
     Mutant(
         "export_mean_off",  # the default 0.5 instead of the training split's statistic
@@ -82,7 +85,10 @@ MUTANTS = [
                 "to_network_input(faces, 0.5, self.std, self.input_size)",
             ),
         ),
-        ("tests/test_backend_auto.py::test_the_shipped_models_export_py_file_gives_torchs_probabilities_on_real_faces",),
+        (
+            "tests/test_export.py::test_a_trained_models_export_gives_torchs_probabilities_and_a_wrong_normalisation_would_show",
+            "tests/test_backend_auto.py::test_the_shipped_models_export_py_file_gives_torchs_probabilities_on_real_faces",
+        ),
     ),
     Mutant(
         "cache_never_read",
@@ -127,6 +133,21 @@ MUTANTS = [
             ),
         ),
         ("tests/test_scaling.py::test_eval_shards_cover_every_face_exactly_once",),
+    ),
+    Mutant(
+        # DDP's gradient averaging replaced by torch's no-op communication hook: each rank steps on its own gradients
+        "ddp_ranks_not_synchronised",
+        "fer/train/module.py",
+        (
+            (
+                "    def on_train_start(self):\n",
+                "    def on_train_start(self):\n"
+                "        if self.trainer.world_size > 1:\n"
+                "            from torch.distributed.algorithms.ddp_comm_hooks.debugging_hooks import noop_hook\n\n"
+                "            self.trainer.strategy.model.register_comm_hook(None, noop_hook)\n",
+            ),
+        ),
+        ("tests/test_scaling.py::test_ddp_ranks_end_training_with_bit_identical_weights",),
     ),
     Mutant(
         "resume_does_not_restore_the_optimizer",

@@ -57,6 +57,64 @@ def test_onnxruntime_gives_torchs_probabilities_on_real_faces(real_faces, backen
     assert on_onnx(faces[:0]).shape == (0, len(EMOTIONS))
 
 
+@pytest.fixture(scope="module")
+def trained_export(fer2013, tmp_path_factory):
+    """(checkpoint, its export, 128 real Training faces) of a small regularized network fitted to the first 64 of
+    them for 30 steps: sure of its answers (an untrained network says about 1/7 to every class, so a wrong
+    normalisation in the graph moves its probabilities by less than any tolerance notices) but not saturated
+    (where every probability is 0 or 1, a shifted input changes nothing either)."""
+    import torch.nn.functional as F
+
+    from fer.preprocess import to_network_input
+    from fer.train.module import EmotionClassifier
+
+    from conftest import model_net
+
+    images, labels = fer2013.split("train")
+    faces, labels = images[:128], torch.from_numpy(labels[:64]).long()
+    mean, std = float(faces.mean()) / 255, float(faces.std()) / 255
+    small = {**model_net("regularized"), "widths": [8, 8, 16, 16, 16, 16, 32, 32], "hidden": [32, 32, 32], "dropout": 0.0}
+    small["conv_dropout"] = [0.0] * 4  # no dropout: it learns its faces in a few dozen steps
+    torch.manual_seed(0)
+    model = EmotionClassifier(net=small, class_names=EMOTIONS, image_size=48, input_size=44)
+    model.pixel_mean.fill_(mean)
+    model.pixel_std.fill_(std)
+    x = to_network_input(torch.from_numpy(faces[:64]), mean, std, model.input_size)  # (64, 1, 44, 44)
+    optimizer = torch.optim.Adam(model.net.parameters(), lr=1e-2)
+    model.net.train()
+    for _ in range(30):
+        optimizer.zero_grad()
+        F.cross_entropy(model.net(x), labels).backward()
+        optimizer.step()
+    model.eval()
+    folder = tmp_path_factory.mktemp("trained-export")
+    ckpt = folder / "model.ckpt"
+    face = {"align": True, "margin": 0.0, "gamma": "auto"}  # conf/preprocess/default.yaml, as training stores it
+    torch.save({"fer": {**model.fer_meta(), "face": face}, "state_dict": model.state_dict()}, ckpt)
+    path, _ = export_onnx(ckpt)
+    return ckpt, path, faces
+
+
+def test_a_trained_models_export_gives_torchs_probabilities_and_a_wrong_normalisation_would_show(trained_export):
+    from fer.preprocess import to_network_input
+    from fer.runs.checkpoint import load_network
+
+    ckpt, path, faces = trained_export
+    threads = torch.get_num_threads()
+    try:
+        expected = FaceClassifier.from_checkpoint(ckpt, threads=1)(faces)
+    finally:
+        torch.set_num_threads(threads)
+    got = OnnxFaceClassifier.from_file(path, threads=1)(faces)
+    assert expected.max(axis=1).mean() > 0.6  # sure of its answers, far from 1/7
+    assert np.abs(got - expected).max() < 1e-5
+    # The tolerance has teeth: the statistics off by 0.01 in the same network move a probability 100 times further.
+    net, meta = load_network(ckpt)
+    with torch.inference_mode():
+        off = torch.softmax(net(to_network_input(torch.from_numpy(faces), meta.mean + 0.01, meta.std, meta.input_size)), 1)
+    assert np.abs(off.numpy() - expected).max() > 1e-3
+
+
 def test_the_model_carries_what_inference_needs(exported):
     from fer.runs.checkpoint import read_checkpoint
 

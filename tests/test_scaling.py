@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -133,6 +134,37 @@ def test_ddp_on_two_cpu_processes_is_one_run_that_sees_each_face_once(fer2013_pa
     assert shards == {0: (14355, 1795), 1: (14355, 1794)}, out[-4000:]
     # the test split goes the same way, and its confusion matrix counts every PrivateTest face once
     assert sum(map(sum, m["test"]["confusion_matrix"])) == 3589
+
+
+@pytest.mark.slow
+def test_ddp_ranks_end_training_with_bit_identical_weights(tiny_csv, tmp_path):
+    # Each rank trains on its own half of the faces: only gradients averaged across the ranks at every
+    # step keep their weights equal. The baseline has no BatchNorm, whose running statistics each CPU
+    # process keeps for itself (sync_batchnorm is GPU-only), so every tensor of the state dict must match.
+    weights = tmp_path / "weights"
+    r = run_cli(
+        [
+            "train.py",
+            *DDP_ON_CPU,
+            f"data.path={tiny_csv}",
+            *TINY,
+            "eval_train_split=false",
+            "calibrate=false",
+            "+callbacks.rank_weights._target_=rank_weights.RankWeights",
+            f"+callbacks.rank_weights.folder={weights}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))},
+    )
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    start, rank0, rank1 = (
+        torch.load(weights / name, weights_only=True) for name in ("rank0-start.pt", "rank0-end.pt", "rank1-end.pt")
+    )
+    assert rank0.keys() == rank1.keys() == start.keys()
+    moved = [k for k in rank0 if not torch.equal(rank0[k], start[k])]
+    assert moved, "training changed no weight: equal ranks would prove nothing"
+    differing = [k for k in rank0 if not torch.equal(rank0[k], rank1[k])]
+    assert not differing, f"rank 0 and rank 1 differ in {differing}"
 
 
 @pytest.mark.slow
