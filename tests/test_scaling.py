@@ -341,4 +341,4 @@ def test_a_ddp_job_in_a_joblib_worker_is_refused_with_a_reason(tiny_csv, tmp_pat
         ["train.py", "-m", "hydra/launcher=joblib", *DDP_ON_CPU, f"data.path={tiny_csv}", *TINY, f"hydra.sweep.dir={sweep}"]
     )
     assert_clean_error(r, "1 of 1 jobs failed")
-    assert "cannot start its processes inside a joblib worker" in next(sweep.glob("0_*/error.txt")).read_text()
+    assert "cannot start its processes inside a joblib worker" in next(sweep.glob("0*/error.txt")).read_text()
