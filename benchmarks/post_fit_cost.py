@@ -11,9 +11,11 @@ e.g. trainer.precision=32-true), the faces are FER2013's ($FER2013_PATH or data/
   - the post-fit: the shipped model (the default architecture) tested with the two callbacks a default run
     has, each callback's on_test_end timed; --repeats takes the fastest;
   - the share: post-fit seconds over a default run's wall time, max_epochs epochs + test + post-fit.
+Each is timed twice: wall seconds, and CPU seconds (the process's threads together). On a machine shared
+with other work the wall seconds follow its load, which can change between the epoch and the post-fit;
+the CPU seconds follow it much less, so their share is the steadier figure there (on a quiet machine the two agree).
 The accuracies and temperatures the callbacks found go into the result too, so a faster path that changes
-them shows. Results are kept by --label in the JSON (before/after side by side). On 2 cores anything else
-running shows up in the seconds: the share, epoch and post-fit measured in the same invocation, says more.
+them shows. Results are kept by --label in the JSON (before/after side by side).
 """
 
 import argparse
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
+from lightning.pytorch.callbacks import Callback  # noqa: E402
 
 from fer.runs.runinfo import cpu_model  # noqa: E402
 from fer.train import precision  # noqa: E402
@@ -56,21 +59,46 @@ def trainer_for(cfg, callbacks=(), **kwargs):
     return instantiate(cfg.trainer, callbacks=list(callbacks), precision=chosen, **QUIET, **kwargs), chosen
 
 
-def epoch_seconds(cfg, epochs: int) -> float:
-    """Mean wall time of an epoch (training and validation) of a fresh default model, from its history."""
+class Clocks:
+    """Wall and CPU seconds since start()."""
+
+    def start(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+class EpochClock(Callback):
+    """Wall and CPU seconds of each epoch: training and its validation, as a run's history counts them."""
+
+    def __init__(self):
+        self.clocks, self.epochs = Clocks(), []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.clocks.start()
+
+    def on_train_epoch_end(self, trainer, pl_module):  # after the epoch's validation
+        self.epochs.append(self.clocks.read())
+
+
+def epoch_seconds(cfg, epochs: int) -> tuple[float, float]:
+    """Mean (wall, CPU) seconds of an epoch of a fresh default model."""
     model, dm = instantiate(cfg.model), instantiate(cfg.data)
-    trainer, _ = trainer_for(cfg, max_epochs=epochs)
+    clock = EpochClock()
+    trainer, _ = trainer_for(cfg, [clock], max_epochs=epochs)
     trainer.fit(model, datamodule=dm)
-    return model.history[-1]["time_s"] / len(model.history)
+    return tuple(sum(e[i] for e in clock.epochs) / len(clock.epochs) for i in (0, 1))
 
 
 def timed_on_test_end(callback, seconds: dict, name: str):
     inner = callback.on_test_end
 
     def on_test_end(trainer, pl_module):
-        t = time.perf_counter()
+        clocks = Clocks()
+        clocks.start()
         inner(trainer, pl_module)
-        seconds[name] = time.perf_counter() - t
+        seconds[name] = clocks.read()
 
     callback.on_test_end = on_test_end
     return callback
@@ -94,13 +122,14 @@ def post_fit(cfg, ckpt: str, run_dir: Path) -> dict:
     trainer, chosen = trainer_for(cfg, callbacks)
     dm.prepare_data()
     dm.setup("test")
-    t = time.perf_counter()
+    clocks = Clocks()
+    clocks.start()
     trainer.test(model, datamodule=dm, verbose=False)
-    total = time.perf_counter() - t
+    total = clocks.read()
     calibration = model.reports["calibration"]
     return {
         "precision": chosen,
-        "test_s": total - seconds["train_split"] - seconds["calibration"],
+        "test_s": [total[i] - seconds["train_split"][i] - seconds["calibration"][i] for i in (0, 1)],
         "train_split_s": seconds["train_split"],
         "calibration_s": seconds["calibration"],
         "found": {
@@ -136,10 +165,10 @@ def main():
     load_before = load_average()
 
     if args.epoch_s is not None:
-        epoch_s, epoch_source = args.epoch_s, "--epoch-s (from a run)"
+        epoch_s, epoch_source = (args.epoch_s, None), "--epoch-s (from a run)"
     else:
         epoch_s, epoch_source = epoch_seconds(cfg, args.epochs), f"timed here: {args.epochs} epoch(s)"
-    print(f"epoch {epoch_s:.1f} s ({epoch_source})", flush=True)
+    print(f"epoch {epoch_s[0]:.1f} s ({epoch_source})", flush=True)
 
     runs = []
     with tempfile.TemporaryDirectory() as d:
@@ -147,14 +176,31 @@ def main():
             runs.append(post_fit(cfg, args.ckpt, Path(d)))
             r = runs[-1]
             print(
-                f"test {r['test_s']:.1f} s; after it: Training split {r['train_split_s']:.1f} s, "
-                f"calibration {r['calibration_s']:.1f} s",
+                f"test {r['test_s'][0]:.1f} s; after it: Training split {r['train_split_s'][0]:.1f} s, "
+                f"calibration {r['calibration_s'][0]:.1f} s",
                 flush=True,
             )
-    best = min(runs, key=lambda r: r["train_split_s"] + r["calibration_s"])
-    post_fit_s = best["train_split_s"] + best["calibration_s"]
+    best = min(runs, key=lambda r: r["train_split_s"][0] + r["calibration_s"][0])
     epochs = int(cfg.trainer.max_epochs)
-    run_s = epochs * epoch_s + best["test_s"] + post_fit_s
+
+    def figures(clock: int) -> dict | None:  # 0: wall seconds, 1: CPU seconds
+        if epoch_s[clock] is None:
+            return None
+        post = best["train_split_s"][clock] + best["calibration_s"][clock]
+        run = epochs * epoch_s[clock] + best["test_s"][clock] + post
+        return {
+            "epoch": round(epoch_s[clock], 1),
+            "test": round(best["test_s"][clock], 1),
+            "post_fit": {
+                "train_split": round(best["train_split_s"][clock], 1),
+                "calibration": round(best["calibration_s"][clock], 1),
+                "total": round(post, 1),
+            },
+            "default_run": round(run, 1),
+            "post_fit_share_of_run": round(post / run, 3),
+            "post_fit_in_epochs": round(post / epoch_s[clock], 2),
+        }
+
     result = {
         "command": "python benchmarks/post_fit_cost.py " + " ".join(sys.argv[1:]),
         "when": time.strftime("%Y-%m-%d %H:%M"),
@@ -164,18 +210,10 @@ def main():
         "load_average_1_5_15": {"start": load_before, "end": load_average()},
         "model": cfg.model.net.arch,
         "precision": best["precision"],
-        "epoch_s": round(epoch_s, 1),
         "epoch_source": epoch_source,
-        "default_run_s": round(run_s, 1),
         "default_run": f"{epochs} epochs + test + post-fit",
-        "test_s": round(best["test_s"], 1),
-        "post_fit_s": {
-            "train_split": round(best["train_split_s"], 1),
-            "calibration": round(best["calibration_s"], 1),
-            "total": round(post_fit_s, 1),
-        },
-        "post_fit_share_of_run": round(post_fit_s / run_s, 3),
-        "post_fit_in_epochs": round(post_fit_s / epoch_s, 2),
+        "wall_s": figures(0),
+        "cpu_s": figures(1),
         "found": best["found"],
     }
     out = Path(args.out)
