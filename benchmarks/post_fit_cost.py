@@ -1,7 +1,7 @@
 """What a default run pays after its fit, and what share of the whole run that is: the Training split's
 score and calibration (fer/train/callbacks/), timed inside a test as a run times them.
 
-    python benchmarks/post_fit_cost.py [--label after] [--epochs 1 | --epoch-s 44] [--repeats 1]
+    python benchmarks/post_fit_cost.py [--label after] [--epochs 1 | --epoch-s 44] [--repeats 1] [--threads N]
                                        [--ckpt fer/weights/fer2013_regularized.ckpt] [override ...]
 
 The run is `python train.py`'s: the config is composed from conf/ (Hydra overrides after the options,
@@ -13,7 +13,10 @@ e.g. trainer.precision=32-true), the faces are FER2013's ($FER2013_PATH or data/
   - the share: post-fit seconds over a default run's wall time, max_epochs epochs + test + post-fit.
 Each is timed twice: wall seconds, and CPU seconds (the process's threads together). On a machine shared
 with other work the wall seconds follow its load, which can change between the epoch and the post-fit;
-the CPU seconds follow it much less, so their share is the steadier figure there (on a quiet machine the two agree).
+the CPU seconds follow it less, so their share is the steadier figure there (on a quiet machine the two agree).
+With two threads and other work on the cores, though, a thread waiting for its partner spins, and training's
+many small steps wait more often than evaluation's large batches: --threads 1 leaves no partner to wait
+for, and its CPU-second share is the figure that least depends on what else runs.
 The accuracies and temperatures the callbacks found go into the result too, so a faster path that changes
 them shows. Results are kept by --label in the JSON (before/after side by side).
 """
@@ -157,10 +160,13 @@ def main():
     parser.add_argument("--epochs", type=int, default=1, help="epochs to time (ignored with --epoch-s)")
     parser.add_argument("--epoch-s", type=float, default=None, help="an epoch's seconds from a run, instead of timing one")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one a core)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "post_fit_cost.json"))
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run's config, e.g. trainer.precision=32-true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = compose_run(args.overrides)
     load_before = load_average()
 
