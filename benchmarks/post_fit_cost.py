@@ -224,7 +224,7 @@ def main():
     }
     out = Path(args.out)
     kept = json.loads(out.read_text()) if out.is_file() else {}
-    kept = kept if "runs" in kept else {"about": __doc__.strip().splitlines()[0], "runs": {}}
+    kept = kept if "runs" in kept else {"about": " ".join(__doc__.split("\n\n")[0].split()), "runs": {}}
     kept["runs"][args.label] = result
     out.write_text(json.dumps(kept, indent=2) + "\n")
     print(json.dumps(result, indent=2))
