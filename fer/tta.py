@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: infer.py backend=
     import torch
 
 TTA_MODES = ("none", "flip", "ten_crop")
+VIEWS_PER_FACE = {"none": 1, "flip": 2, "ten_crop": 10}  # len(views(x, size, mode))
 
 
 def check_mode(mode: str | None) -> str:
@@ -48,6 +49,11 @@ def views(x: torch.Tensor, input_size: int, mode: str) -> list[torch.Tensor]:
     if mode == "none":
         return crops
     return crops + [c.flip(-1) for c in crops]
+
+
+def widest(modes) -> str:
+    """The mode whose views include those of all the others."""
+    return "ten_crop" if "ten_crop" in modes else "flip" if "flip" in modes else "none"
 
 
 MAX_BATCH = 1024  # images per forward pass when views are stacked
@@ -75,31 +81,40 @@ def eval_logits(
 
 
 def every_mode_logits(
-    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, input_size: int, modes=TTA_MODES
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    input_size: int,
+    modes=TTA_MODES,
+    centre: torch.Tensor | None = None,
+    max_batch: int = MAX_BATCH,
 ) -> dict[str, torch.Tensor]:
     """(B, 1, S, S) normalised faces -> {mode: (B, classes) logits} for every mode asked, from one set of
     forward passes: ten_crop's views include the centre crop and its mirror image, which are all that
-    `none` and `flip` look at, so the three modes cost ten views a face, not thirteen."""
+    `none` and `flip` look at, so the three modes cost ten views a face, not thirteen.
+
+    centre: the centre crop's (B, classes) logits when they are known already (a test at tta=none has
+    them), which then go through the network no second time. At most max_batch images a forward pass."""
     import torch
 
     modes = [check_mode(m) for m in modes]
-    widest = "ten_crop" if "ten_crop" in modes else "flip" if "flip" in modes else "none"
-    vs = views(x, input_size, widest)
-    per_pass = max(1, MAX_BATCH // max(len(x), 1))
-    per_view = torch.cat(
-        [
-            forward(torch.cat(vs[i : i + per_pass])).view(len(vs[i : i + per_pass]), len(x), -1)
-            for i in range(0, len(vs), per_pass)
-        ]
-    )  # (V, B, classes)
+    vs = views(x, input_size, widest(modes))
     # views(): the crops, then their mirror images; the centre crop is the last crop.
-    centre, mirrored = len(vs) // 2 - 1 if widest != "none" else 0, len(vs) - 1
+    centre_at, mirrored = len(vs) // 2 - 1 if len(vs) > 1 else 0, len(vs) - 1
+    todo = [i for i in range(len(vs)) if centre is None or i != centre_at]
+    per_pass = max(1, max_batch // max(len(x), 1))
+    per_view = {}
+    for start in range(0, len(todo), per_pass):
+        group = todo[start : start + per_pass]
+        logits = forward(torch.cat([vs[i] for i in group])).view(len(group), len(x), -1)
+        per_view.update(zip(group, logits))
+    if centre is not None:
+        per_view[centre_at] = centre
     out = {}
     for mode in modes:
         if mode == "none":
-            out[mode] = per_view[centre]
+            out[mode] = per_view[centre_at]
         elif mode == "flip":
-            out[mode] = (per_view[centre] + per_view[mirrored]) / 2
+            out[mode] = (per_view[centre_at] + per_view[mirrored]) / 2
         else:
-            out[mode] = per_view.mean(0)
+            out[mode] = torch.stack([per_view[i] for i in range(len(vs))]).mean(0)
     return out

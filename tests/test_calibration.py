@@ -10,7 +10,7 @@ from fer.infer.classify import FaceClassifier
 from fer.models import build_net
 from fer.preprocess import center_crop
 from fer.train.calibration import fit_temperature, reliability
-from fer.tta import check_mode, eval_logits, views
+from fer.tta import TTA_MODES, VIEWS_PER_FACE, check_mode, eval_logits, views
 
 from conftest import net_kwargs
 
@@ -29,6 +29,7 @@ def test_views_are_the_centre_crop_its_mirror_and_the_corners():
     assert len(ten) == 10 and all(v.shape == (3, 1, 44, 44) for v in ten)
     assert torch.equal(ten[0], x[..., :44, :44]) and torch.equal(ten[3], x[..., 4:, 4:])
     assert torch.equal(ten[4], only) and torch.equal(ten[9], only.flip(-1))
+    assert {mode: len(views(x, 44, mode)) for mode in TTA_MODES} == VIEWS_PER_FACE
 
 
 def test_eval_logits_average_the_views_in_one_batch():

@@ -86,6 +86,7 @@ class EmotionClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.history: list[dict] = []  # one row per epoch; kept in checkpoints so resumed runs plot whole curves
         self.test_results: dict = {}
+        self.test_logits: list[torch.Tensor] = []  # the last test's (B, classes) logits per batch: calibration reuses them
         self.reports: dict = {}  # what the callbacks that run after the test found (fer/train/callbacks/), for metrics.json
         self._epoch_started: float | None = None
 
@@ -184,12 +185,16 @@ class EmotionClassifier(L.LightningModule):
             logits = eval_logits(self, x.float(), self.input_size, tta)
         loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
         metrics.update(logits, y)
+        return logits
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, self.val_loss, self.val_metrics)
 
+    def on_test_epoch_start(self):
+        self.test_logits = []
+
     def test_step(self, batch, batch_idx):
-        self._eval_step(batch, self.test_loss, self.test_metrics, self.tta)
+        self.test_logits.append(self._eval_step(batch, self.test_loss, self.test_metrics, self.tta).cpu())
 
     # --- epoch ends: compute once, log scalars, draw the confusion matrix -------------------------
     def _finish(self, stage: str, loss_metric, metrics) -> dict:

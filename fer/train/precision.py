@@ -34,3 +34,13 @@ def choose(requested, accelerator: str) -> tuple[str, str]:
     if cpu_has_native_bfloat16():
         return "bf16-mixed", "auto: this CPU has native bfloat16 (AVX-512 BF16/AMX); trainer.precision=32-true for fp32"
     return "32-true", "auto: this CPU has no native bfloat16, where bf16 would be slower than fp32"
+
+
+def reports_in_bfloat16(trainer_precision, device) -> bool:
+    """Whether the reports after a run's test (the Training split's score, calibration) look at their faces
+    in bfloat16: when the run itself computes in bf16 on a CPU that has it natively (auto there), where
+    those passes run about twice as fast; their accuracies and temperatures stay within a few faces and
+    hundredths of fp32's (benchmarks/post_fit_cost.py). The test and validation steps stay in fp32."""
+    if torch.device(device).type != "cpu" or not str(trainer_precision).startswith("bf16"):
+        return False
+    return cpu_has_native_bfloat16()
