@@ -30,8 +30,8 @@ def _ten_crop_probs(path, images):
 def test_targets_mix_the_label_with_the_teachers_averaged_ten_crop_probabilities(real_faces, random_checkpoint):
     images, labels = real_faces
     train = Faces(torch.as_tensor(images), torch.as_tensor(labels))
-    trainer = SimpleNamespace(datamodule=SimpleNamespace(splits={"train": train}))
-    student = SimpleNamespace(class_names=list(EMOTIONS))
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(splits={"train": train}), precision="32-true")
+    student = SimpleNamespace(class_names=list(EMOTIONS), device=torch.device("cpu"))
     Distill(teachers=[str(SHIPPED), str(random_checkpoint)], weight=0.7).setup(trainer, student, "fit")
 
     teachers = (_ten_crop_probs(SHIPPED, images) + _ten_crop_probs(random_checkpoint, images)) / 2
