@@ -211,10 +211,30 @@ def network_ms_per_face(ckpt: Path, tta: str = "none", calls: int = 300) -> floa
     return round(1000 * statistics.median(times), 3)
 
 
+def busy_cores(seconds: float = 2.0) -> float | None:
+    """How many cores other work keeps busy now (/proc/stat over `seconds`): unlike the load average,
+    which trails by a minute, this says whether the machine is quiet when the timing starts."""
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return None
+
+    def sample():
+        fields = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all jiffies, idle + iowait
+
+    (total0, idle0), _ = sample(), time.sleep(seconds)
+    total1, idle1 = sample()
+    return round((os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(total1 - total0, 1)), 2)
+
+
 def machine() -> dict:
+    from fer.runs.runinfo import cpu_model
+
     load = os.getloadavg()
     return {
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
+        "busy_cores": busy_cores(),
         "load_average_1_5_15": [round(x, 2) for x in load],
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -416,6 +436,7 @@ def main():
         "video": video,
         "checkpoint": str(ckpt) if args.ckpt else f"{args.model}, untrained weights (same speed)",
         "tta": args.tta,
+        "backend": "infer.py's default (conf/infer.yaml backend=auto: onnxruntime)",
         "torch": torch.__version__,
         "opencv": cv2.__version__,
         "fer_package": fer_note,
@@ -468,8 +489,8 @@ def main():
 def write_result(result: dict, before: dict, out: str, summarize) -> None:
     """Record the load after the run (a busy machine makes the figures pessimistic), write the JSON, print the table."""
     result["machine_after"] = machine()
-    busiest = max(before["load_average_1_5_15"][0], result["machine_after"]["load_average_1_5_15"][0])
-    result["quiet"] = busiest < 0.5 * (os.cpu_count() or 1)  # less than half the cores busy, before and after
+    busy = [m["busy_cores"] if m["busy_cores"] is not None else m["load_average_1_5_15"][0] for m in (before, result["machine_after"])]
+    result["quiet"] = max(busy) < 0.5 * (os.cpu_count() or 1)  # less than half the cores busy, before and after
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -481,8 +502,8 @@ def write_result(result: dict, before: dict, out: str, summarize) -> None:
 def summary_table(result: dict) -> str:
     lines = [
         f"network, one face, one core: {result['network_ms_per_face_one_core']} ms",
-        f"load average before/after: {result['machine']['load_average_1_5_15'][0]} / "
-        f"{result['machine_after']['load_average_1_5_15'][0]}"
+        f"{result['machine']['cpu']}; cores busy before/after: {result['machine']['busy_cores']} / "
+        f"{result['machine_after']['busy_cores']}"
         f" on {result['machine']['cpus']} CPUs" + ("" if result["quiet"] else "  (NOT quiet: figures are pessimistic)"),
     ]
     for name, entry in result["runs"].items():
