@@ -4,7 +4,7 @@
         "vgg 48-384=outputs/runs/vgg_wide_seed42" ... [--out docs/accuracy_vs_time.png]
 
     python benchmarks/accuracy_vs_time.py --recorded benchmarks/results/accuracy_vs_time.json \
-        "cycle 1 (warm start)=$HOME/fer-runs/cycle1" --continues "cycle 1 (warm start)=regularized, 50 epochs (shipped)"
+        "cycle 1 (warm start)=$HOME/fer-runs/cycle1" --continues "cycle 1 (warm start)=regularized, 50 epochs (cycle 0)"
 
 Each argument is LABEL=RUN_DIR (a train.py run dir with metrics.json, or a running one: its
 last.ckpt's history is read instead), or LABEL=RUN_DIR@MINUTES for a run whose history has no
