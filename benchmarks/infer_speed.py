@@ -489,7 +489,8 @@ def main():
 def write_result(result: dict, before: dict, out: str, summarize) -> None:
     """Record the load after the run (a busy machine makes the figures pessimistic), write the JSON, print the table."""
     result["machine_after"] = machine()
-    busy = [m["busy_cores"] if m["busy_cores"] is not None else m["load_average_1_5_15"][0] for m in (before, result["machine_after"])]
+    machines = (before, result["machine_after"])
+    busy = [m["busy_cores"] if m["busy_cores"] is not None else m["load_average_1_5_15"][0] for m in machines]
     result["quiet"] = max(busy) < 0.5 * (os.cpu_count() or 1)  # less than half the cores busy, before and after
 
     out = Path(out)
