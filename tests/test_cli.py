@@ -1,10 +1,12 @@
 """`python train.py` as a user runs it: clear one-line errors, resume after a kill, sweeps."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,6 +192,33 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tiny_csv, tmp_path):
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
     assert f"resume with: python train.py ckpt_path={last}" in out
     assert f"resume with: python train.py ckpt_path={last}" in (run_dir / "train.log").read_text()
+
+
+def test_a_ctrl_c_that_python_swallows_still_stops_training(tiny_csv, tmp_path):
+    # Ctrl-C landing in a finaliser or a garbage collector's weakref callback is printed as "Exception
+    # ignored" and dropped; training must still stop (the default model, at the next batch), exit 130 and
+    # say how to resume, instead of running its 10,000 epochs.
+    run_dir = tmp_path / "run"
+    r = run_cli(
+        [
+            "train.py",
+            f"data.path={tiny_csv}",
+            "data.batch_size=4",
+            "trainer.enable_progress_bar=false",
+            "trainer.max_epochs=10000",
+            "+callbacks.swallowed._target_=swallowed_ctrl_c.SwallowedCtrlC",
+            f"hydra.run.dir={run_dir}",
+        ],
+        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))},
+        fresh_process=True,  # a signal to the process itself: not pytest's
+        timeout=180,
+    )
+    assert "Exception ignored" in r.stderr, "the Ctrl-C was not swallowed: this test proves nothing"
+    assert r.returncode == 130, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1] == "interrupted"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert f"resume with: python train.py ckpt_path={last}" in r.stdout
+    assert torch.load(last, weights_only=False)["epoch"] <= 3  # stopped where it was pressed, give or take an epoch
 
 
 @pytest.mark.slow

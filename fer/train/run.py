@@ -25,6 +25,7 @@ from fer.runs.meta import ModelMeta
 from fer.runs.saving import AtomicCheckpointIO
 from fer.train import distributed, precision, warmstart
 from fer.train.instantiators import instantiate_callbacks, instantiate_loggers
+from fer.train.interrupt import CtrlCIsNeverLost
 from fer.train.module import EmotionClassifier
 from fer.tta import check_mode
 
@@ -159,7 +160,7 @@ def _build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer
     # AtomicCheckpointIO: a kill while a checkpoint is written leaves the previous one whole.
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=callbacks,
+        callbacks=[*callbacks, CtrlCIsNeverLost()],
         logger=loggers or False,
         precision=chosen_precision,
         plugins=[AtomicCheckpointIO()],
